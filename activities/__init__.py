@@ -1,0 +1,1 @@
+"""Activity functions: each does one I/O step with small JSON in and out."""

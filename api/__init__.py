@@ -1,0 +1,1 @@
+"""HTTP and blob-trigger functions: parse, call imagerag or start orchestrations, respond."""

@@ -1,0 +1,210 @@
+"""Ingestion entry points: the metadata blob trigger and the ingestion status API."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import Any
+
+import azure.durable_functions as df
+import azure.functions as func
+from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
+from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
+
+from imagerag import manifest
+from orchestrations.ingest import INGEST_ORCHESTRATOR
+
+logger = logging.getLogger(__name__)
+
+bp = df.Blueprint()
+
+# When the file's latest ingestion is of the same content and in one of these states, a new
+# upload of it starts nothing. Failed, Terminated and Canceled ones are started again under
+# the same id (start_new replaces them): re-uploading the same bytes retries a failed ingestion.
+_ALREADY_STARTED = {
+    OrchestrationRuntimeStatus.Pending,
+    OrchestrationRuntimeStatus.Running,
+    OrchestrationRuntimeStatus.ContinuedAsNew,
+    OrchestrationRuntimeStatus.Suspended,
+    OrchestrationRuntimeStatus.Completed,
+}
+
+
+@bp.function_name("ingest_metadata_trigger")
+@bp.blob_trigger(
+    arg_name="blob", path="%IMAGES_CONTAINER%/metadata{name}.json", connection="AzureWebJobsStorage"
+)
+@bp.durable_client_input(client_name="client")
+async def ingest_metadata_trigger(
+    blob: func.InputStream, client: df.DurableOrchestrationClient
+) -> None:
+    container, _, blob_path = (blob.name or "").partition("/")
+    if not manifest.is_metadata_name(blob_path):
+        # {name} also matches across '/', e.g. "metadata-old/photo.json": not a metadata file.
+        logger.info("ignoring %s/%s: not a metadata*.json file name", container, blob_path)
+        return
+    data = blob.read()
+    sha256 = hashlib.sha256(data).hexdigest()
+    # Keyed by content, not ETag: re-uploading the same bytes gets a new ETag (and a new
+    # trigger) but must start nothing, while any change of content is a new ingestion. Only
+    # the file's latest ingestion counts, so content A, then B, then A again ingests A again.
+    instance_id = manifest.ingestion_instance_id(container, blob_path, sha256)
+
+    status = await _latest_ingestion(client, manifest.ingestion_id_prefix(container, blob_path))
+    if status is not None and status.instance_id == instance_id and (
+        status.runtime_status in _ALREADY_STARTED
+    ):
+        logger.info(
+            "metadata %s/%s already ingested or in progress: %s is %s",
+            container,
+            blob_path,
+            instance_id,
+            status.runtime_status.value,
+        )
+        return
+    try:
+        await client.start_new(
+            INGEST_ORCHESTRATOR,
+            instance_id,
+            {"container": container, "blob_path": blob_path, "sha256": sha256},
+        )
+    except Exception:
+        # Two deliveries of the same upload can race to start the same id; the loser's
+        # start is refused. Only swallow that case: anything else is re-raised.
+        again = await client.get_status(instance_id)
+        if again.runtime_status not in _ALREADY_STARTED:
+            raise
+        logger.info(
+            "metadata %s/%s: %s was started concurrently", container, blob_path, instance_id
+        )
+        return
+    logger.info(
+        "metadata %s/%s (%d bytes): started ingestion %s",
+        container,
+        blob_path,
+        len(data),
+        instance_id,
+    )
+
+
+async def _latest_ingestion(
+    client: df.DurableOrchestrationClient, prefix: str
+) -> DurableOrchestrationStatus | None:
+    statuses = await client.get_status_by(instance_id_prefix=prefix)
+    ingestions = [s for s in statuses if s.name == INGEST_ORCHESTRATOR]
+    return max(ingestions, key=_created_sort_key, default=None)
+
+
+@bp.function_name("list_ingestions")
+@bp.route(route="ingestions", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def list_ingestions(
+    req: func.HttpRequest, client: df.DurableOrchestrationClient
+) -> func.HttpResponse:
+    statuses = await client.get_status_all()
+    ingestions = [s for s in statuses if s.name == INGEST_ORCHESTRATOR]
+    ingestions.sort(key=_created_sort_key, reverse=True)
+    value = [
+        {
+            "instanceId": s.instance_id,
+            "runtimeStatus": _runtime_status(s),
+            "createdTime": _iso(s.created_time),
+            "lastUpdatedTime": _iso(s.last_updated_time),
+            "metadata": _metadata_of(s.input_, s.output),
+            "customStatus": s.custom_status,
+        }
+        for s in ingestions
+    ]
+    return _json_response({"value": value})
+
+
+@bp.function_name("get_ingestion")
+@bp.route(route="ingestions/{instanceId}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def get_ingestion(
+    req: func.HttpRequest, client: df.DurableOrchestrationClient
+) -> func.HttpResponse:
+    instance_id = req.route_params.get("instanceId", "")
+    if not manifest.is_ingestion_instance_id(instance_id):
+        return _error(
+            HTTPStatus.BAD_REQUEST,
+            "InvalidInstanceId",
+            f"must match {manifest.INSTANCE_ID_PATTERN}",
+            field="instanceId",
+        )
+    status = await client.get_status(instance_id, show_input=True)
+    if status.runtime_status is None or status.name not in (None, INGEST_ORCHESTRATOR):
+        return _error(HTTPStatus.NOT_FOUND, "NotFound", f"no ingestion {instance_id}")
+    return _json_response(
+        {
+            "instanceId": status.instance_id,
+            "runtimeStatus": _runtime_status(status),
+            "createdTime": _iso(status.created_time),
+            "lastUpdatedTime": _iso(status.last_updated_time),
+            "input": _parse_if_json_text(status.input_),
+            "customStatus": status.custom_status,
+            "output": _parse_if_json_text(status.output),
+        }
+    )
+
+
+def _json_response(body: Any, status: int = HTTPStatus.OK) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(body, ensure_ascii=False),
+        status_code=int(status),
+        mimetype="application/json",
+        charset="utf-8",
+    )
+
+
+def _error(
+    status: HTTPStatus, code: str, message: str, *, field: str | None = None
+) -> func.HttpResponse:
+    error: dict[str, str] = {"code": code}
+    if field is not None:
+        error["field"] = field
+    error["message"] = message
+    return _json_response({"error": error}, status)
+
+
+def _runtime_status(status: DurableOrchestrationStatus) -> str | None:
+    return status.runtime_status.value if status.runtime_status is not None else None
+
+
+def _created_sort_key(status: DurableOrchestrationStatus) -> tuple[bool, datetime]:
+    created = status.created_time
+    if created is None:
+        return (False, datetime.min.replace(tzinfo=UTC))
+    return (True, created if created.tzinfo else created.replace(tzinfo=UTC))
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _parse_if_json_text(value: Any) -> Any:
+    # The extension returns JSON values; hosts that pass the raw JSON text are tolerated.
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _metadata_of(orchestration_input: Any, output: Any) -> str | None:
+    data = _parse_if_json_text(orchestration_input)
+    if isinstance(data, dict) and "container" in data and "blob_path" in data:
+        return f"{data['container']}/{data['blob_path']}"
+    # Hosts that list without inputs: a finished ingestion names its file in the output.
+    result = _parse_if_json_text(output)
+    if isinstance(result, dict) and isinstance(result.get("metadata"), str):
+        return str(result["metadata"])
+    return None

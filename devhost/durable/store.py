@@ -1,0 +1,262 @@
+"""On-disk state of the task hub: instances, their history, their inbox of new events.
+
+SQLite gives atomic episodes: an orchestrator's new history, the inbox events it consumed and
+the work it scheduled are committed together, so a killed devhost resumes exactly where the last
+commit left it. Only the event-loop thread touches the connection.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (
+    instance_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    execution_id TEXT NOT NULL,
+    runtime_status TEXT NOT NULL,
+    input TEXT,
+    output TEXT,
+    custom_status TEXT,
+    created_time TEXT NOT NULL,
+    last_updated_time TEXT NOT NULL,
+    parent_instance_id TEXT,
+    parent_task_id INTEGER,
+    book TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS history (
+    instance_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    PRIMARY KEY (instance_id, position)
+);
+CREATE TABLE IF NOT EXISTS inbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    instance_id TEXT NOT NULL,
+    execution_id TEXT NOT NULL,
+    event TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS inbox_by_instance ON inbox (instance_id, id);
+CREATE TABLE IF NOT EXISTS blob_receipts (
+    function_name TEXT NOT NULL,
+    blob TEXT NOT NULL,
+    etag TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    PRIMARY KEY (function_name, blob, etag)
+);
+"""
+
+ACTIVE_STATUSES = ("Pending", "Running")
+
+
+@dataclass
+class InstanceRecord:
+    instance_id: str
+    name: str
+    execution_id: str
+    runtime_status: str
+    input: str | None
+    created_time: str
+    last_updated_time: str
+    output: str | None = None
+    custom_status: str | None = None
+    parent_instance_id: str | None = None
+    parent_task_id: int | None = None
+    # Host bookkeeping: actions seen so far, sequence numbers, retry groups (see engine.py).
+    book: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_active(self) -> bool:
+        return self.runtime_status in ACTIVE_STATUSES
+
+
+_COLUMNS = (
+    "instance_id, name, execution_id, runtime_status, input, output, custom_status, "
+    "created_time, last_updated_time, parent_instance_id, parent_task_id, book"
+)
+
+
+def _record(row: tuple[Any, ...]) -> InstanceRecord:
+    (
+        iid,
+        name,
+        execution_id,
+        status,
+        input_,
+        output,
+        custom,
+        created,
+        updated,
+        parent,
+        parent_task,
+        book,
+    ) = row
+    return InstanceRecord(
+        instance_id=iid,
+        name=name,
+        execution_id=execution_id,
+        runtime_status=status,
+        input=input_,
+        output=output,
+        custom_status=custom,
+        created_time=created,
+        last_updated_time=updated,
+        parent_instance_id=parent,
+        parent_task_id=parent_task,
+        book=json.loads(book),
+    )
+
+
+class DurableStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        self._depth = 0
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            self._db.execute("COMMIT")
+        finally:
+            self._depth = 0
+
+    # instances -----------------------------------------------------------------------------
+
+    def get(self, instance_id: str) -> InstanceRecord | None:
+        row = self._db.execute(
+            f"SELECT {_COLUMNS} FROM instances WHERE instance_id = ?", (instance_id,)
+        ).fetchone()
+        return _record(row) if row else None
+
+    def put(self, record: InstanceRecord) -> None:
+        self._db.execute(
+            f"INSERT OR REPLACE INTO instances ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                record.instance_id,
+                record.name,
+                record.execution_id,
+                record.runtime_status,
+                record.input,
+                record.output,
+                record.custom_status,
+                record.created_time,
+                record.last_updated_time,
+                record.parent_instance_id,
+                record.parent_task_id,
+                json.dumps(record.book),
+            ),
+        )
+
+    def query(
+        self,
+        *,
+        statuses: list[str] | None = None,
+        created_from: str | None = None,
+        created_to: str | None = None,
+        prefix: str | None = None,
+    ) -> list[InstanceRecord]:
+        clauses, args = [], []
+        if statuses:
+            clauses.append(f"runtime_status IN ({','.join('?' * len(statuses))})")
+            args.extend(statuses)
+        if created_from:
+            clauses.append("created_time >= ?")
+            args.append(created_from)
+        if created_to:
+            clauses.append("created_time <= ?")
+            args.append(created_to)
+        if prefix:
+            clauses.append("substr(instance_id, 1, ?) = ?")
+            args.extend([len(prefix), prefix])
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM instances {where} ORDER BY created_time", args
+        ).fetchall()
+        return [_record(r) for r in rows]
+
+    def delete(self, instance_id: str) -> None:
+        with self.transaction():
+            for table in ("instances", "history", "inbox"):
+                self._db.execute(f"DELETE FROM {table} WHERE instance_id = ?", (instance_id,))
+
+    # history and inbox ---------------------------------------------------------------------
+
+    def history(self, instance_id: str) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT event FROM history WHERE instance_id = ? ORDER BY position", (instance_id,)
+        )
+        return [json.loads(r[0]) for r in rows]
+
+    def append_history(self, instance_id: str, start: int, events: list[dict[str, Any]]) -> None:
+        self._db.executemany(
+            "INSERT INTO history (instance_id, position, event) VALUES (?,?,?)",
+            [(instance_id, start + i, json.dumps(e)) for i, e in enumerate(events)],
+        )
+
+    def clear_history(self, instance_id: str) -> None:
+        self._db.execute("DELETE FROM history WHERE instance_id = ?", (instance_id,))
+        self._db.execute("DELETE FROM inbox WHERE instance_id = ?", (instance_id,))
+
+    def clear_inbox(self, instance_id: str) -> None:
+        self._db.execute("DELETE FROM inbox WHERE instance_id = ?", (instance_id,))
+
+    def add_to_inbox(self, instance_id: str, execution_id: str, event: dict[str, Any]) -> None:
+        self._db.execute(
+            "INSERT INTO inbox (instance_id, execution_id, event) VALUES (?,?,?)",
+            (instance_id, execution_id, json.dumps(event)),
+        )
+
+    def inbox(self, instance_id: str, execution_id: str) -> list[tuple[int, dict[str, Any]]]:
+        rows = self._db.execute(
+            "SELECT id, event FROM inbox WHERE instance_id = ? AND execution_id = ? ORDER BY id",
+            (instance_id, execution_id),
+        )
+        return [(r[0], json.loads(r[1])) for r in rows]
+
+    def remove_from_inbox(self, row_ids: list[int]) -> None:
+        self._db.executemany("DELETE FROM inbox WHERE id = ?", [(i,) for i in row_ids])
+
+    # blob trigger receipts -----------------------------------------------------------------
+
+    def receipt(self, function_name: str, blob: str, etag: str) -> tuple[str, int] | None:
+        row = self._db.execute(
+            "SELECT outcome, attempts FROM blob_receipts "
+            "WHERE function_name = ? AND blob = ? AND etag = ?",
+            (function_name, blob, etag),
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def put_receipt(
+        self, function_name: str, blob: str, etag: str, outcome: str, attempts: int
+    ) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO blob_receipts VALUES (?,?,?,?,?)",
+            (function_name, blob, etag, outcome, attempts),
+        )

@@ -1,0 +1,234 @@
+"""Metadata files (``metadata*.json``): parsing, validation, deterministic ids. Pure: no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+MAX_ENTRIES = 10_000
+# Blob names are at most 1,024 characters (Azure Storage limit).
+MAX_BLOB_PATH_LENGTH = 1024
+
+INSTANCE_ID_PREFIX = "ingest-"
+INSTANCE_ID_PATTERN = r"^ingest-[0-9a-f]{16}-[0-9a-f]{16}$"
+_INSTANCE_ID = re.compile(INSTANCE_ID_PATTERN)
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+# Control characters make blob names unusable in URLs and logs.
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class ManifestError(ValueError):
+    """The file as a whole breaks a rule; nothing in it is ingested.
+
+    ``rule`` is a stable code (``name``, ``encoding``, ``json``, ``shape``, ``too_many_entries``)
+    and the message names the rule in words a user can act on.
+    """
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestEntry:
+    index: int  # 0-based position in the JSON array
+    image_blob_path: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class EntryProblem:
+    index: int
+    image_blob_path: str | None  # None when the entry has no usable path
+    code: str  # not_object | missing_field | wrong_type | invalid_path | duplicate
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    count: int  # elements in the array, valid or not
+    entries: tuple[ManifestEntry, ...]
+    problems: tuple[EntryProblem, ...]
+
+
+def is_metadata_name(blob_path: str) -> bool:
+    """The name rule: the file name (last path segment) starts with lowercase ``metadata``
+    and ends with ``.json``."""
+    name = posixpath.basename(blob_path)
+    return name.startswith("metadata") and name.endswith(".json")
+
+
+def check_metadata_name(blob_path: str) -> None:
+    if not is_metadata_name(blob_path):
+        raise ManifestError(
+            "name",
+            f"{blob_path!r} is not a metadata file: the file name must start with lowercase "
+            "'metadata' and end with '.json'",
+        )
+
+
+def parse_manifest(data: bytes, *, blob_path: str | None = None) -> Manifest:
+    """Parse and validate a metadata file.
+
+    File-level rule violations raise ManifestError; per-entry problems are collected so that
+    one bad line does not reject thousands of good ones. Duplicate ``image_blob_path`` values:
+    the last entry wins, the earlier ones are reported as ``duplicate`` problems.
+    """
+    if blob_path is not None:
+        check_metadata_name(blob_path)
+    try:
+        # utf-8-sig: editors on Windows often save JSON with a byte-order mark.
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(
+            "encoding", f"metadata file must be UTF-8 encoded JSON (bad byte at {exc.start})"
+        ) from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(
+            "json",
+            f"metadata file is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+        ) from None
+    if not isinstance(document, list):
+        raise ManifestError(
+            "shape",
+            "metadata file must be a JSON array of objects with 'image_blob_path' and "
+            f"'description', not a JSON {_json_type(document)}",
+        )
+    if len(document) > MAX_ENTRIES:
+        raise ManifestError(
+            "too_many_entries",
+            f"metadata file may list at most {MAX_ENTRIES:,} entries; it lists "
+            f"{len(document):,}: split it into several metadata*.json files",
+        )
+
+    valid: dict[str, ManifestEntry] = {}  # insertion order = first-seen order
+    problems: list[EntryProblem] = []
+    for index, item in enumerate(document):
+        entry_or_problem = _parse_entry(index, item)
+        if isinstance(entry_or_problem, EntryProblem):
+            problems.append(entry_or_problem)
+            continue
+        previous = valid.pop(entry_or_problem.image_blob_path, None)
+        if previous is not None:
+            problems.append(
+                EntryProblem(
+                    index=previous.index,
+                    image_blob_path=previous.image_blob_path,
+                    code="duplicate",
+                    message=f"image_blob_path listed again at index {index}; the last entry wins",
+                )
+            )
+        valid[entry_or_problem.image_blob_path] = entry_or_problem
+
+    return Manifest(
+        count=len(document),
+        entries=tuple(sorted(valid.values(), key=lambda e: e.index)),
+        problems=tuple(sorted(problems, key=lambda p: p.index)),
+    )
+
+
+def _parse_entry(index: int, item: Any) -> ManifestEntry | EntryProblem:
+    if not isinstance(item, dict):
+        return EntryProblem(
+            index, None, "not_object", f"entry must be a JSON object, not a {_json_type(item)}"
+        )
+    raw_path = item.get("image_blob_path")
+    path = raw_path if isinstance(raw_path, str) else None
+    for field_name in ("image_blob_path", "description"):
+        if field_name not in item:
+            return EntryProblem(index, path, "missing_field", f"'{field_name}' is required")
+        if not isinstance(item[field_name], str):
+            return EntryProblem(
+                index,
+                path,
+                "wrong_type",
+                f"'{field_name}' must be a string, not a {_json_type(item[field_name])}",
+            )
+    assert path is not None
+    reason = _blob_path_problem(path)
+    if reason is not None:
+        return EntryProblem(index, path or None, "invalid_path", reason)
+    return ManifestEntry(index=index, image_blob_path=path, description=item["description"])
+
+
+def _blob_path_problem(path: str) -> str | None:
+    if not path.strip():
+        return "'image_blob_path' must not be empty"
+    if len(path) > MAX_BLOB_PATH_LENGTH:
+        return f"'image_blob_path' is longer than {MAX_BLOB_PATH_LENGTH} characters"
+    if "://" in path:
+        return "'image_blob_path' must be a path inside the container, not a URL"
+    if path.startswith("/"):
+        return "'image_blob_path' must be relative to the container (no leading '/')"
+    if path.endswith("/"):
+        return "'image_blob_path' names a folder, not a blob"
+    if _CONTROL_CHARS.search(path):
+        return "'image_blob_path' contains control characters"
+    return None
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def document_id(container: str, image_blob_path: str) -> str:
+    """Deterministic index key for an image: same container + path -> same document.
+
+    64 lowercase hex chars, valid as an Azure AI Search key (letters, digits, ``-``, ``_``,
+    ``=``) and stable across re-ingestions, so upserts replace instead of duplicating.
+    Container names cannot contain ``/``, so ``container/path`` is unambiguous.
+    """
+    return hashlib.sha256(f"{container}/{image_blob_path}".encode()).hexdigest()
+
+
+def ingestion_instance_id(container: str, blob_path: str, content_sha256: str) -> str:
+    """Durable instance id of the ingestion of one version (by content) of a metadata file.
+
+    ``ingest-<16 hex of the file's location>-<16 hex of its content>``: every ingestion of one
+    file shares the prefix (see ``ingestion_id_prefix``), and there is no ``/ \\ # ?``
+    (forbidden in instance ids).
+    """
+    if not _SHA256_HEX.match(content_sha256):
+        raise ValueError("content_sha256 must be 64 lowercase hex characters")
+    return ingestion_id_prefix(container, blob_path) + content_sha256[:16]
+
+
+def ingestion_id_prefix(container: str, blob_path: str) -> str:
+    """The instance-id prefix shared by all ingestions of one metadata file."""
+    location = hashlib.sha256(f"{container}/{blob_path}".encode()).hexdigest()
+    return f"{INSTANCE_ID_PREFIX}{location[:16]}-"
+
+
+def is_ingestion_instance_id(value: str) -> bool:
+    return bool(_INSTANCE_ID.match(value))
+
+
+def partitions(count: int, size: int) -> list[tuple[int, int]]:
+    """Half-open ``(start, end)`` ranges covering ``range(count)`` in chunks of ``size``."""
+    if count < 0:
+        raise ValueError("count must be >= 0")
+    if size < 1:
+        raise ValueError("size must be >= 1")
+    return [(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+def chunk(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[start:end] for start, end in partitions(len(items), size)]

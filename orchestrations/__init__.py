@@ -1,0 +1,1 @@
+"""Orchestrator functions: pure, replay-safe generators (no I/O, clock, random or env)."""

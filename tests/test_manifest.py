@@ -1,0 +1,285 @@
+"""imagerag.manifest: the metadata file rules, deterministic ids, partitioning."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from imagerag import manifest
+from imagerag.manifest import ManifestError, parse_manifest
+
+SEARCH_KEY = re.compile(r"^[A-Za-z0-9_\-=]{1,1024}$")
+SHA = "ab" * 32
+
+
+def entries(n: int) -> list[dict[str, str]]:
+    return [{"image_blob_path": f"img/{i}.png", "description": f"image {i}"} for i in range(n)]
+
+
+def encode(value: object) -> bytes:
+    return json.dumps(value).encode()
+
+
+# --------------------------------------------------------------------------- name rule
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["metadata.json", "metadata-2024.json", "metadata_products.json", "sub/dir/metadata1.json"],
+)
+def test_metadata_names_accepted(path: str) -> None:
+    assert manifest.is_metadata_name(path)
+    manifest.check_metadata_name(path)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "Metadata.json",  # lowercase only
+        "METADATA.json",
+        "my-metadata.json",  # must start with it
+        "metadata.JSON",  # must end with .json
+        "metadata.json.bak",
+        "metadata.txt",
+        "metadata-old/photo.json",  # the rule applies to the file name, not the folder
+    ],
+)
+def test_metadata_names_rejected(path: str) -> None:
+    assert not manifest.is_metadata_name(path)
+    with pytest.raises(ManifestError, match="must start with lowercase 'metadata'") as info:
+        parse_manifest(encode(entries(1)), blob_path=path)
+    assert info.value.rule == "name"
+
+
+# --------------------------------------------------------------------------- file shape
+
+
+def test_valid_file_parses_in_order() -> None:
+    result = parse_manifest(encode(entries(3)), blob_path="metadata.json")
+    assert result.count == 3
+    assert result.problems == ()
+    assert [(e.index, e.image_blob_path, e.description) for e in result.entries] == [
+        (0, "img/0.png", "image 0"),
+        (1, "img/1.png", "image 1"),
+        (2, "img/2.png", "image 2"),
+    ]
+
+
+def test_empty_array_is_valid() -> None:
+    result = parse_manifest(b"[]")
+    assert (result.count, result.entries, result.problems) == (0, (), ())
+
+
+def test_utf8_bom_and_unicode_descriptions() -> None:
+    data = "\ufeff" + json.dumps([{"image_blob_path": "é/ü.png", "description": "café ☕"}])
+    result = parse_manifest(data.encode("utf-8"))
+    assert result.entries[0].image_blob_path == "é/ü.png"
+    assert result.entries[0].description == "café ☕"
+
+
+def test_extra_fields_are_ignored() -> None:
+    data = encode([{"image_blob_path": "a.png", "description": "a", "title": "x"}])
+    assert parse_manifest(data).entries[0].image_blob_path == "a.png"
+
+
+@pytest.mark.parametrize(
+    ("data", "rule", "words"),
+    [
+        (b"not json", "json", "not valid JSON"),
+        (b"[{]", "json", "not valid JSON"),
+        (b"", "json", "not valid JSON"),
+        (b"\xff\xfe[]", "encoding", "UTF-8"),
+        (encode({"image_blob_path": "a.png", "description": "a"}), "shape", "JSON array"),
+        (encode("metadata"), "shape", "JSON array"),
+        (b"null", "shape", "not a JSON null"),
+    ],
+)
+def test_file_level_errors_name_the_rule(data: bytes, rule: str, words: str) -> None:
+    with pytest.raises(ManifestError, match=words) as info:
+        parse_manifest(data)
+    assert info.value.rule == rule
+    assert str(info.value) == info.value.message
+
+
+def test_ten_thousand_entries_accepted() -> None:
+    result = parse_manifest(encode(entries(manifest.MAX_ENTRIES)))
+    assert manifest.MAX_ENTRIES == 10_000
+    assert result.count == 10_000
+    assert len(result.entries) == 10_000
+    assert result.problems == ()
+
+
+def test_ten_thousand_and_one_entries_rejected() -> None:
+    with pytest.raises(ManifestError, match="at most 10,000 entries; it lists 10,001") as info:
+        parse_manifest(encode(entries(manifest.MAX_ENTRIES + 1)))
+    assert info.value.rule == "too_many_entries"
+
+
+# --------------------------------------------------------------------------- entries
+
+
+@pytest.mark.parametrize(
+    ("item", "code", "path", "words"),
+    [
+        ("a.png", "not_object", None, "must be a JSON object, not a string"),
+        (["a.png", "x"], "not_object", None, "not a array"),
+        (None, "not_object", None, "not a null"),
+        ({"description": "x"}, "missing_field", None, "'image_blob_path' is required"),
+        ({"image_blob_path": "a.png"}, "missing_field", "a.png", "'description' is required"),
+        ({"image_blob_path": 5, "description": "x"}, "wrong_type", None, "must be a string"),
+        ({"image_blob_path": None, "description": "x"}, "wrong_type", None, "not a null"),
+        ({"image_blob_path": "a.png", "description": 3}, "wrong_type", "a.png", "not a number"),
+        ({"image_blob_path": "a.png", "description": ["x"]}, "wrong_type", "a.png", "array"),
+        ({"image_blob_path": "", "description": "x"}, "invalid_path", None, "empty"),
+        ({"image_blob_path": "   ", "description": "x"}, "invalid_path", "   ", "empty"),
+        ({"image_blob_path": "/a.png", "description": "x"}, "invalid_path", "/a.png", "relative"),
+        ({"image_blob_path": "dir/", "description": "x"}, "invalid_path", "dir/", "folder"),
+        (
+            {"image_blob_path": "https://x.blob.core.windows.net/c/a.png", "description": "x"},
+            "invalid_path",
+            "https://x.blob.core.windows.net/c/a.png",
+            "not a URL",
+        ),
+        ({"image_blob_path": "a\n.png", "description": "x"}, "invalid_path", "a\n.png", "control"),
+        ({"image_blob_path": "a" * 1025, "description": "x"}, "invalid_path", "a" * 1025, "1024"),
+    ],
+)
+def test_entry_problems_are_reported_not_raised(
+    item: object, code: str, path: str | None, words: str
+) -> None:
+    data = encode([{"image_blob_path": "ok.png", "description": "fine"}, item])
+    result = parse_manifest(data)
+    assert result.count == 2
+    assert [e.image_blob_path for e in result.entries] == ["ok.png"]
+    (problem,) = result.problems
+    assert (problem.index, problem.code, problem.image_blob_path) == (1, code, path)
+    assert words in problem.message
+
+
+def test_empty_description_is_allowed() -> None:
+    result = parse_manifest(encode([{"image_blob_path": "a.png", "description": ""}]))
+    assert result.entries[0].description == ""
+    assert result.problems == ()
+
+
+def test_duplicate_paths_keep_the_last_and_report_the_earlier() -> None:
+    data = encode(
+        [
+            {"image_blob_path": "a.png", "description": "first"},
+            {"image_blob_path": "b.png", "description": "b"},
+            {"image_blob_path": "a.png", "description": "second"},
+            {"image_blob_path": "a.png", "description": "third"},
+        ]
+    )
+    result = parse_manifest(data)
+    assert result.count == 4
+    assert [(e.index, e.image_blob_path, e.description) for e in result.entries] == [
+        (1, "b.png", "b"),
+        (3, "a.png", "third"),
+    ]
+    assert [(p.index, p.code, p.image_blob_path) for p in result.problems] == [
+        (0, "duplicate", "a.png"),
+        (2, "duplicate", "a.png"),
+    ]
+    assert "index 2" in result.problems[0].message
+    assert "index 3" in result.problems[1].message
+
+
+# --------------------------------------------------------------------------- ids
+
+
+def test_document_id_is_deterministic_and_a_valid_search_key() -> None:
+    a = manifest.document_id("images", "cats/tabby 1.jpg")
+    assert a == manifest.document_id("images", "cats/tabby 1.jpg")
+    assert SEARCH_KEY.match(a)
+    assert a == a.lower() and len(a) == 64
+
+
+@pytest.mark.parametrize(
+    ("left", "right"),
+    [
+        (("images", "a.png"), ("images", "b.png")),
+        (("images", "a.png"), ("other", "a.png")),
+        (("images", "A.png"), ("images", "a.png")),  # blob names are case-sensitive
+        (("images", "x/a.png"), ("images-x", "a.png")),
+    ],
+)
+def test_document_ids_differ(left: tuple[str, str], right: tuple[str, str]) -> None:
+    assert manifest.document_id(*left) != manifest.document_id(*right)
+
+
+@pytest.mark.parametrize("path", ["ü/ß.png", "a b/c?d#e.png", "a\\b.png", "=+/.png", "x" * 1024])
+def test_document_id_of_unusual_paths_is_still_a_valid_key(path: str) -> None:
+    assert SEARCH_KEY.match(manifest.document_id("images", path))
+
+
+def test_ingestion_instance_id_format_and_determinism() -> None:
+    a = manifest.ingestion_instance_id("images", "metadata.json", SHA)
+    assert re.fullmatch(manifest.INSTANCE_ID_PATTERN, a)
+    assert manifest.is_ingestion_instance_id(a)
+    assert not any(c in a for c in "/\\#?")
+    assert a == manifest.ingestion_instance_id("images", "metadata.json", SHA)
+
+
+def test_ingestion_instance_id_changes_with_content_and_location() -> None:
+    base = manifest.ingestion_instance_id("images", "metadata.json", SHA)
+    assert base.startswith(manifest.ingestion_id_prefix("images", "metadata.json"))
+    assert manifest.ingestion_instance_id("images", "metadata.json", "cd" * 32).startswith(
+        manifest.ingestion_id_prefix("images", "metadata.json")
+    )
+    assert base != manifest.ingestion_instance_id("images", "metadata.json", "cd" * 32)
+    assert base != manifest.ingestion_instance_id("images", "metadata2.json", SHA)
+    assert base != manifest.ingestion_instance_id("photos", "metadata.json", SHA)
+
+
+@pytest.mark.parametrize("bad", ["", "ab", "AB" * 32, "zz" * 32, SHA + "0"])
+def test_ingestion_instance_id_requires_a_sha256_hex(bad: str) -> None:
+    with pytest.raises(ValueError, match="64 lowercase hex"):
+        manifest.ingestion_instance_id("images", "metadata.json", bad)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "ingest-" + "0" * 16 + "-" + "0" * 15,
+        "ingest-" + "A" * 16 + "-" + "0" * 16,
+        "Ingest-" + "0" * 16 + "-" + "0" * 16,
+        "ingest-" + "0" * 32,
+        "ingest-" + "0" * 16 + "-" + "0" * 16 + "-p0000",
+    ],
+)
+def test_malformed_instance_ids(value: str) -> None:
+    assert not manifest.is_ingestion_instance_id(value)
+
+
+# --------------------------------------------------------------------------- partitions
+
+
+@pytest.mark.parametrize(
+    ("count", "size", "expected"),
+    [
+        (0, 100, []),
+        (1, 100, [(0, 1)]),
+        (100, 100, [(0, 100)]),
+        (101, 100, [(0, 100), (100, 101)]),
+        (250, 100, [(0, 100), (100, 200), (200, 250)]),
+        (3, 1, [(0, 1), (1, 2), (2, 3)]),
+    ],
+)
+def test_partitions(count: int, size: int, expected: list[tuple[int, int]]) -> None:
+    assert manifest.partitions(count, size) == expected
+
+
+def test_partitions_cover_the_largest_file_exactly_once() -> None:
+    parts = manifest.partitions(10_000, 100)
+    assert len(parts) == 100
+    covered = [i for start, end in parts for i in range(start, end)]
+    assert covered == list(range(10_000))
+
+
+@pytest.mark.parametrize(("count", "size"), [(-1, 100), (10, 0), (10, -5)])
+def test_partitions_reject_bad_arguments(count: int, size: int) -> None:
+    with pytest.raises(ValueError):
+        manifest.partitions(count, size)
