@@ -54,8 +54,10 @@ async def ingest_metadata_trigger(
     instance_id = manifest.ingestion_instance_id(container, blob_path, sha256)
 
     status = await _latest_ingestion(client, manifest.ingestion_id_prefix(container, blob_path))
-    if status is not None and status.instance_id == instance_id and (
-        status.runtime_status in _ALREADY_STARTED
+    if (
+        status is not None
+        and status.instance_id == instance_id
+        and (status.runtime_status in _ALREADY_STARTED)
     ):
         logger.info(
             "metadata %s/%s already ingested or in progress: %s is %s",

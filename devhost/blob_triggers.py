@@ -26,20 +26,12 @@ from .settings import resolve_setting_references
 log = logging.getLogger("devhost.blob")
 
 MAX_ATTEMPTS = 5
-# Azurite's well-known development account; a public constant, not a secret.
-AZURITE_CONNECTION_STRING = (
-    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
-    "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
-)
 
 
 def blob_service_from_setting(connection: str) -> BlobServiceClient:
     """A client for the connection setting, as the host resolves `connection` names."""
     value = os.environ.get(connection)
-    if value:
-        if value.strip().lower() == "usedevelopmentstorage=true":
-            value = AZURITE_CONNECTION_STRING
+    if value:  # includes UseDevelopmentStorage=true, which the SDK maps to Azurite
         return BlobServiceClient.from_connection_string(value)
     uri = os.environ.get(f"{connection}__blobServiceUri") or os.environ.get(
         f"{connection}__serviceUri"
@@ -72,6 +64,7 @@ def path_pattern(blob_path: str) -> tuple[str, str, re.Pattern[str]]:
 @dataclass
 class _Watch:
     info: FunctionInfo
+    path: str
     container: str
     prefix: str
     pattern: re.Pattern[str]
@@ -95,20 +88,19 @@ class BlobTriggerWatcher:
         self._interval = interval
         self._watches = []
         for info in index.of_trigger(BLOB_TRIGGER):
-            container, prefix, pattern = path_pattern(
-                resolve_setting_references(info.trigger["path"])
-            )
+            path = resolve_setting_references(info.trigger["path"])
+            container, prefix, pattern = path_pattern(path)
             service = blob_service_from_setting(
                 info.trigger.get("connection") or "AzureWebJobsStorage"
             )
             self._watches.append(
-                _Watch(info, container, prefix, pattern, service.get_container_client(container))
+                _Watch(
+                    info, path, container, prefix, pattern, service.get_container_client(container)
+                )
             )
 
     def describe(self) -> list[str]:
-        return [
-            f"{w.info.name}: [blobTrigger] {w.container}/{w.pattern.pattern}" for w in self._watches
-        ]
+        return [f"{w.info.name}: [blobTrigger] {w.path}" for w in self._watches]
 
     async def run(self) -> None:
         while True:

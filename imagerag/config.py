@@ -28,16 +28,8 @@ DEFAULT_IMAGES_CONTAINER = "images"
 DEFAULT_WORK_CONTAINER = "imagerag-work"
 DEFAULT_PARTITION_SIZE = 100
 
+# Understood by azure-storage-blob itself: Azurite on 127.0.0.1:10000 (devstoreaccount1).
 DEVELOPMENT_STORAGE = "UseDevelopmentStorage=true"
-# Azurite's well-known development account. The key is the public emulator key printed in
-# the Azurite and Azure Storage docs: it is not a secret and opens nothing but a local emulator.
-AZURITE_CONNECTION_STRING = (
-    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
-    "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
-    "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
-    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
-)
 
 # Azure container naming rules: 3-63 chars, lowercase letters, digits, single dashes inside.
 _CONTAINER_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(?:-[a-z0-9]+)*$")
@@ -94,11 +86,6 @@ class Settings:
                 f"{DEVELOPMENT_STORAGE} for Azurite) or {STORAGE_BLOB_URI_SETTING} "
                 f"(identity-based, optionally with {STORAGE_CLIENT_ID_SETTING})"
             )
-        if connection_string is not None and (
-            connection_string.rstrip(";").lower() == DEVELOPMENT_STORAGE.lower()
-        ):
-            connection_string = AZURITE_CONNECTION_STRING
-
         return cls(
             images_container=images_container,
             work_container=work_container,

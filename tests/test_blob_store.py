@@ -101,11 +101,11 @@ def test_settings_defaults_with_a_connection_string() -> None:
     assert "AccountKey" not in repr(s)
 
 
-def test_development_storage_maps_to_local_azurite() -> None:
+def test_development_storage_reaches_local_azurite() -> None:
     s = Settings.from_env({"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
-    assert s.storage_connection_string is not None
-    assert "AccountName=devstoreaccount1;" in s.storage_connection_string
-    assert "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;" in s.storage_connection_string
+    assert s.storage_connection_string == "UseDevelopmentStorage=true"
+    client = BlobServiceClient.from_connection_string(s.storage_connection_string)
+    assert client.url == "http://127.0.0.1:10000/devstoreaccount1/"
 
 
 def test_identity_based_connection() -> None:

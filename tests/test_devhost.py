@@ -214,11 +214,43 @@ def test_killed_host_resumes_unfinished_instance_without_losing_results(devhost,
 
     assert status["runtimeStatus"] == "Completed", status
     assert status["output"] == {"count": 48, "total": sum(n * n for n in range(48))}
-    executed = [int(n) for n in lines(log)]
+    executed = [int(line.split()[0]) for line in lines(log)]
     assert set(executed) == set(range(48))
     # Results recorded before the kill were kept: only unfinished activities ran again.
     assert len(executed) < 48 + done_before_kill
     assert "Resumed" in restarted.log_text()
+
+
+def test_activities_run_concurrently_within_the_host_json_bound(devhost, app_env, wait_for):
+    host = devhost(APP, env=app_env)  # host.json: maxConcurrentActivityFunctions = 8
+    spec = {"partitions": 3, "size": 10, "delay": 0.3}
+    status = wait_done(wait_for, start_orchestration(host, "fan_out", spec))
+    assert status["runtimeStatus"] == "Completed"
+
+    spans = [tuple(map(float, line.split()[1:])) for line in lines(app_env["ACTIVITY_LOG"])]
+    assert len(spans) == 30
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    running, most = 0, 0
+    for _, step in edges:
+        running += step
+        most = max(most, running)
+    assert 4 <= most <= 8
+
+
+def test_continue_as_new_and_external_events(devhost, app_env, wait_for):
+    host = devhost(APP, env=app_env)
+    countdown = wait_done(wait_for, start_orchestration(host, "countdown", {"n": 3, "cubes": []}))
+    assert countdown["runtimeStatus"] == "Completed"
+    assert countdown["output"] == [27, 8, 1]
+
+    management = start_orchestration(host, "approval", None)
+    time.sleep(0.5)
+    waiting = requests.get(management["statusQueryGetUri"], timeout=10).json()
+    assert waiting["runtimeStatus"] == "Running"
+    send = management["sendEventPostUri"].replace("{eventName}", "decision")
+    assert requests.post(send, json={"by": "ana", "level": 2}, timeout=10).status_code == 202
+    approved = wait_done(wait_for, management)
+    assert approved["output"] == {"approved_by": "ana", "cubed": 8}
 
 
 def test_durable_http_api_terminate_and_purge(devhost, app_env, wait_for):

@@ -85,7 +85,10 @@ def _input_json(body: str) -> str | None:
     """The client posts its input already serialized, as a JSON string: keep the inner text."""
     if not body:
         return None
-    value = json.loads(body)
+    try:
+        value = json.loads(body)
+    except ValueError:
+        raise web.HTTPBadRequest(text="the request body must be JSON") from None
     return value if isinstance(value, str) else body
 
 

@@ -118,9 +118,10 @@ def fan_out_partition(context: df.DurableOrchestrationContext):
 @app.activity_trigger(input_name="item")
 def square(item: dict) -> int:
     if item.get("delay"):
+        started = time.time()
         time.sleep(item["delay"])
         if "ACTIVITY_LOG" in os.environ:
-            _append("ACTIVITY_LOG", str(item["n"]))
+            _append("ACTIVITY_LOG", f"{item['n']} {started} {time.time()}")
     return item["n"] ** 2
 
 
@@ -177,3 +178,20 @@ def timer_then_activity(context: df.DurableOrchestrationContext):
 def failing(context: df.DurableOrchestrationContext):
     yield context.call_activity("cube", 1)
     raise ValueError("orchestrator gave up")
+
+
+@app.orchestration_trigger(context_name="context")
+def countdown(context: df.DurableOrchestrationContext):
+    state = context.get_input()
+    if state["n"] == 0:
+        return state["cubes"]
+    cube_of_n = yield context.call_activity("cube", state["n"])
+    context.continue_as_new({"n": state["n"] - 1, "cubes": state["cubes"] + [cube_of_n]})
+    return None
+
+
+@app.orchestration_trigger(context_name="context")
+def approval(context: df.DurableOrchestrationContext):
+    decision = yield context.wait_for_external_event("decision")
+    checked = yield context.call_activity("cube", decision["level"])
+    return {"approved_by": decision["by"], "cubed": checked}
