@@ -91,7 +91,7 @@ def load_function_app(script_root: Path, module_name: str = "function_app") -> F
         user_function = fn.get_user_function()
         functions.append(
             FunctionInfo(
-                name=fn.get_function_name(),
+                name=str(fn.get_function_name()),
                 trigger=trigger,
                 bindings=bindings,
                 user_function=user_function,
@@ -124,7 +124,9 @@ class Invoker:
         )
 
     @staticmethod
-    def _arguments(info: FunctionInfo, trigger_value: Any, durable_client: str | None) -> dict:
+    def _arguments(
+        info: FunctionInfo, trigger_value: Any, durable_client: str | None
+    ) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
         for binding in info.bindings:
             if binding["direction"] == "OUT":

@@ -48,4 +48,11 @@ ensure_node_modules() {
 ensure_venv
 ensure_node_modules
 
+# Lint and types first: cheap, and a failure there is cheaper to read than a test failure.
+log "ruff + mypy"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check . || die "ruff format would change files: run .venv/bin/ruff format ."
+.venv/bin/mypy
+.venv/bin/mypy --strict imagerag
+
 exec .venv/bin/python -m pytest "$@"

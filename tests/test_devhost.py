@@ -182,6 +182,9 @@ def test_retry_policy_retries_after_timers_then_gives_up(devhost, app_env, wait_
         "gave up: Activity function 'flaky' failed: transient failure 2"
     )
     assert exhausted["output"]["after"] == 27
+    # The failure details show the activity's own frames, not the host's.
+    assert 'function_app.py", line' in exhausted["output"]["result"]
+    assert "devhost" not in exhausted["output"]["result"]
     assert Path(spec["counter"]).read_text() == "2"
 
 

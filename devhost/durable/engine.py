@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import azure.functions as func
@@ -93,6 +94,19 @@ def call_orchestrator(handle: Any, context_json: str) -> tuple[dict[str, Any] | 
             message, state = text.split(OUT_OF_PROC_MARKER, 1)
             return json.loads(state), message
         return None, "".join(traceback.format_exception(exc))
+
+
+_DEVHOST_DIR = str(Path(__file__).resolve().parent.parent)
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback from the user's code on, without the host's frames that called it."""
+    start = node = exc.__traceback__
+    while node is not None:
+        if node.tb_frame.f_code.co_filename.startswith(_DEVHOST_DIR):
+            start = node.tb_next
+        node = node.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, start))
 
 
 class DurableEngine:
@@ -244,7 +258,7 @@ class DurableEngine:
     ) -> list[tuple[int, dict[str, Any]]]:
         if record.runtime_status == "Pending":
             return []
-        batch = []
+        batch: list[tuple[int, dict[str, Any]]] = []
         for row in inbox:
             if self._retry_group_of(record, row[1]) is not None:
                 return batch or [row]
@@ -269,6 +283,8 @@ class DurableEngine:
                 )
             )
         new_events.extend(event for _, event in batch)
+        state: dict[str, Any] | None
+        error: str | None
         if info is None:
             state, error = None, f"The orchestrator function '{record.name}' does not exist."
         else:
@@ -617,7 +633,7 @@ class DurableEngine:
             return h.task_completed(seq, encoded.value)
         except Exception as exc:
             log.error("Activity %s failed: %s", name, exc, exc_info=exc)
-            details = "".join(traceback.format_exception(exc))
+            details = user_traceback(exc)
             return h.task_failed(seq, f"Activity function '{name}' failed: {exc}", details)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:

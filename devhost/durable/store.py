@@ -182,7 +182,8 @@ class DurableStore:
         created_to: str | None = None,
         prefix: str | None = None,
     ) -> list[InstanceRecord]:
-        clauses, args = [], []
+        clauses: list[str] = []
+        args: list[str | int] = []
         if statuses:
             clauses.append(f"runtime_status IN ({','.join('?' * len(statuses))})")
             args.extend(statuses)
