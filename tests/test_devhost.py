@@ -188,6 +188,20 @@ def test_retry_policy_retries_after_timers_then_gives_up(devhost, app_env, wait_
     assert Path(spec["counter"]).read_text() == "2"
 
 
+def test_sub_orchestration_retry_starts_the_child_again(devhost, app_env, wait_for, tmp_path):
+    host = devhost(APP, env=app_env)
+    spec = {"failures": 1, "counter": str(tmp_path / "child")}
+    management = start_orchestration(host, "with_sub_retry", spec)
+    status = wait_done(wait_for, management)
+    assert status["runtimeStatus"] == "Completed", status
+    assert status["output"] == "ok after 2 calls"
+    child = requests.get(
+        f"{host.base_url}/runtime/webhooks/durabletask/instances/{management['id']}-child",
+        timeout=10,
+    ).json()
+    assert child["runtimeStatus"] == "Completed"
+
+
 def test_durable_timer_and_orchestrator_failure(devhost, app_env, wait_for):
     host = devhost(APP, env=app_env)
     started = time.monotonic()

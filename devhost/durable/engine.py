@@ -84,6 +84,11 @@ def action_signature(action: dict[str, Any]) -> list[Any]:
     return [int(kind), action.get("functionName"), action.get("input"), action.get("instanceId")]
 
 
+def new_book() -> dict[str, Any]:
+    """Host bookkeeping of one execution: action signatures, sequence numbers, retry groups."""
+    return {"actions": [], "next_seq": 0, "tasks": {}, "groups": {}}
+
+
 def call_orchestrator(handle: Any, context_json: str) -> tuple[dict[str, Any] | None, str | None]:
     """Run one episode through the SDK. Returns (state, error message)."""
     try:
@@ -227,10 +232,6 @@ class DurableEngine:
         self._activity_pool.shutdown(wait=False, cancel_futures=True)
         self._orchestrator_pool.shutdown(wait=False, cancel_futures=True)
 
-    async def wait_idle(self) -> None:
-        while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
-
     # ---------------------------------------------------------------------------- episodes
 
     def wake(self, instance_id: str) -> None:
@@ -248,8 +249,13 @@ class DurableEngine:
                 if record.runtime_status == "Running" and not inbox:
                     return
                 await self._episode(record, self._next_batch(record, inbox))
-        except Exception:
+        except Exception as exc:  # a host bug: fail the instance visibly rather than hang it
             log.exception("Orchestration instance %s could not be advanced", instance_id)
+            record = self._store.get(instance_id)
+            if record is not None and record.is_active:
+                message = f"devhost could not advance the instance: {exc!r}"
+                with self._store.transaction():
+                    self._finish(record, "Failed", json.dumps(message), failure=message)
         finally:
             self._driving.discard(instance_id)
 
@@ -359,6 +365,7 @@ class DurableEngine:
                     if a["actionType"] == ActionType.CONTINUE_AS_NEW
                 ]
                 if continued:
+                    work = []  # the new execution starts from an empty history
                     self._continue_as_new(record, continued[-1].get("input"))
                 else:
                     self._finish(record, "Completed", json.dumps(state.get("output")))
@@ -502,7 +509,7 @@ class DurableEngine:
             last_updated_time=now,
             parent_instance_id=parent.instance_id if parent else None,
             parent_task_id=parent_task_id,
-            book={"actions": [], "next_seq": 0, "tasks": {}, "groups": {}},
+            book=new_book(),
         )
         self._store.put(record)
         self._histories[instance_id] = []
@@ -551,7 +558,7 @@ class DurableEngine:
         record.execution_id = uuid.uuid4().hex
         record.runtime_status = "Pending"
         record.input = input_json
-        record.book = {"actions": [], "next_seq": 0, "tasks": {}, "groups": {}}
+        record.book = new_book()
         self._store.put(record)
         self._histories[record.instance_id] = []
         self.wake(record.instance_id)

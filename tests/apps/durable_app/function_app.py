@@ -195,3 +195,18 @@ def approval(context: df.DurableOrchestrationContext):
     decision = yield context.wait_for_external_event("decision")
     checked = yield context.call_activity("cube", decision["level"])
     return {"approved_by": decision["by"], "cubed": checked}
+
+
+@app.orchestration_trigger(context_name="context")
+def flaky_child(context: df.DurableOrchestrationContext):
+    result = yield context.call_activity("flaky", context.get_input())
+    return result
+
+
+@app.orchestration_trigger(context_name="context")
+def with_sub_retry(context: df.DurableOrchestrationContext):
+    retry = df.RetryOptions(first_retry_interval_in_milliseconds=200, max_number_of_attempts=3)
+    result = yield context.call_sub_orchestrator_with_retry(
+        "flaky_child", retry, context.get_input(), instance_id=f"{context.instance_id}-child"
+    )
+    return result
