@@ -24,6 +24,27 @@ def _upload_metadata(store: AzureBlobStore, container: str, items: list[object])
     return hashlib.sha256(data).hexdigest()
 
 
+def _plan(
+    store: AzureBlobStore,
+    container: str,
+    sha256: str,
+    *,
+    work_container: str = "unused-work",
+    instance_id: str = "ingest-" + "0" * 32,
+    partition_size: int = 100,
+) -> ingestion.Plan:
+    """Plan the ingestion of ``<container>/metadata.json``."""
+    return ingestion.plan_ingestion(
+        store,
+        container=container,
+        blob_path="metadata.json",
+        sha256=sha256,
+        instance_id=instance_id,
+        work_container=work_container,
+        partition_size=partition_size,
+    )
+
+
 def test_ingestion_steps_end_to_end(store: AzureBlobStore, unique_container: str) -> None:
     work_container = f"w{uuid.uuid4().hex[:12]}"
     store.write(unique_container, "a.png", b"A" * 10, content_type="image/png")
@@ -41,13 +62,12 @@ def test_ingestion_steps_end_to_end(store: AzureBlobStore, unique_container: str
     )
     instance_id = manifest.ingestion_instance_id(unique_container, "metadata.json", sha)
 
-    plan = ingestion.plan_ingestion(
+    plan = _plan(
         store,
-        container=unique_container,
-        blob_path="metadata.json",
-        sha256=sha,
-        instance_id=instance_id,
+        unique_container,
+        sha,
         work_container=work_container,
+        instance_id=instance_id,
         partition_size=2,
     )
     assert plan == {
@@ -101,15 +121,7 @@ def test_ingestion_steps_end_to_end(store: AzureBlobStore, unique_container: str
 def test_plan_rejects_a_changed_file(store: AzureBlobStore, unique_container: str) -> None:
     sha = _upload_metadata(store, unique_container, [])
     _upload_metadata(store, unique_container, [{"image_blob_path": "a", "description": ""}])
-    plan = ingestion.plan_ingestion(
-        store,
-        container=unique_container,
-        blob_path="metadata.json",
-        sha256=sha,
-        instance_id="ingest-" + "0" * 32,
-        work_container="unused-work",
-        partition_size=100,
-    )
+    plan = _plan(store, unique_container, sha)
     assert plan["error"]["code"] == "MetadataChanged"
     assert plan["error"]["message"] == "metadata changed while ingesting"
     assert "partitions" not in plan
@@ -118,44 +130,26 @@ def test_plan_rejects_a_changed_file(store: AzureBlobStore, unique_container: st
 def test_plan_rejects_an_invalid_file(store: AzureBlobStore, unique_container: str) -> None:
     data = b'{"image_blob_path": "a.png"}'
     store.write(unique_container, "metadata.json", data, content_type="application/json")
-    plan = ingestion.plan_ingestion(
-        store,
-        container=unique_container,
-        blob_path="metadata.json",
-        sha256=hashlib.sha256(data).hexdigest(),
-        instance_id="ingest-" + "0" * 32,
-        work_container="unused-work",
-        partition_size=100,
-    )
+    plan = _plan(store, unique_container, hashlib.sha256(data).hexdigest())
     assert plan["error"]["code"] == "InvalidManifest"
     assert plan["error"]["rule"] == "shape"
     assert "JSON array" in plan["error"]["message"]
 
 
 def test_plan_reports_a_deleted_file(store: AzureBlobStore, unique_container: str) -> None:
-    plan = ingestion.plan_ingestion(
-        store,
-        container=unique_container,
-        blob_path="metadata.json",
-        sha256="0" * 64,
-        instance_id="ingest-" + "0" * 32,
-        work_container="unused-work",
-        partition_size=100,
-    )
+    plan = _plan(store, unique_container, "0" * 64)
     assert plan["error"]["code"] == "MetadataNotFound"
 
 
 def test_empty_file_plans_no_partitions(store: AzureBlobStore, unique_container: str) -> None:
     sha = _upload_metadata(store, unique_container, [])
     work_container = f"w{uuid.uuid4().hex[:12]}"
-    plan = ingestion.plan_ingestion(
+    plan = _plan(
         store,
-        container=unique_container,
-        blob_path="metadata.json",
-        sha256=sha,
-        instance_id="ingest-" + "1" * 32,
+        unique_container,
+        sha,
         work_container=work_container,
-        partition_size=100,
+        instance_id="ingest-" + "1" * 32,
     )
     assert (plan["entries"], plan["partitions"]) == (0, 0)
     report = ingestion.write_report(
