@@ -11,11 +11,14 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from imagerag.ports import BlobStore
+from imagerag.ports import Answerer, BlobStore, ImageIndex, Vectorizer
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from azure.core.credentials import TokenCredential
 
 STORAGE_SETTING = "AzureWebJobsStorage"
@@ -23,6 +26,32 @@ STORAGE_BLOB_URI_SETTING = "AzureWebJobsStorage__blobServiceUri"
 STORAGE_ACCOUNT_NAME_SETTING = "AzureWebJobsStorage__accountName"
 STORAGE_CLIENT_ID_SETTING = "AzureWebJobsStorage__clientId"
 STORAGE_CREDENTIAL_SETTING = "AzureWebJobsStorage__credential"
+
+# Azure AI services (each adapter is Azure when its endpoint is set, local otherwise).
+VISION_ENDPOINT_SETTING = "AZURE_VISION_ENDPOINT"
+VISION_KEY_SETTING = "AZURE_VISION_KEY"
+VISION_MODEL_VERSION_SETTING = "AZURE_VISION_MODEL_VERSION"
+SEARCH_ENDPOINT_SETTING = "AZURE_SEARCH_ENDPOINT"
+SEARCH_KEY_SETTING = "AZURE_SEARCH_KEY"
+OPENAI_ENDPOINT_SETTING = "AZURE_OPENAI_ENDPOINT"
+OPENAI_DEPLOYMENT_SETTING = "AZURE_OPENAI_CHAT_DEPLOYMENT"
+OPENAI_API_VERSION_SETTING = "AZURE_OPENAI_API_VERSION"
+OPENAI_KEY_SETTING = "AZURE_OPENAI_KEY"
+# Any OpenAI-compatible server (e.g. a local vision model) when Azure OpenAI is not set.
+COMPATIBLE_BASE_URL_SETTING = "OPENAI_BASE_URL"
+COMPATIBLE_MODEL_SETTING = "OPENAI_MODEL"
+COMPATIBLE_KEY_SETTING = "OPENAI_API_KEY"
+# Client id of a user-assigned managed identity for the AI services (Storage has its own).
+CLIENT_ID_SETTING = "AZURE_CLIENT_ID"
+LOCAL_DATA_DIR_SETTING = "LOCAL_DATA_DIR"
+CHAT_DEFAULT_INDEX_SETTING = "CHAT_DEFAULT_INDEX"
+CHAT_IMAGE_URL_ALLOWLIST_SETTING = "CHAT_IMAGE_URL_ALLOWLIST"
+
+DEFAULT_VISION_MODEL_VERSION = "2023-04-15"
+DEFAULT_OPENAI_DEPLOYMENT = "gpt-4o"
+DEFAULT_OPENAI_API_VERSION = "2024-10-21"
+DEFAULT_LOCAL_DATA_DIR = ".imagerag"
+COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
 
 DEFAULT_IMAGES_CONTAINER = "images"
 DEFAULT_WORK_CONTAINER = "imagerag-work"
@@ -47,6 +76,23 @@ class Settings:
     storage_blob_service_uri: str | None = None
     storage_client_id: str | None = None
     storage_credential: str | None = None
+    # AI services: None endpoint = the local adapter. Keys are optional (identity first).
+    vision_endpoint: str | None = None
+    vision_key: str | None = field(default=None, repr=False)
+    vision_model_version: str = DEFAULT_VISION_MODEL_VERSION
+    search_endpoint: str | None = None
+    search_key: str | None = field(default=None, repr=False)
+    openai_endpoint: str | None = None
+    openai_deployment: str = DEFAULT_OPENAI_DEPLOYMENT
+    openai_api_version: str = DEFAULT_OPENAI_API_VERSION
+    openai_key: str | None = field(default=None, repr=False)
+    compatible_base_url: str | None = None
+    compatible_model: str | None = None
+    compatible_key: str | None = field(default=None, repr=False)
+    client_id: str | None = None
+    local_data_dir: Path = Path(DEFAULT_LOCAL_DATA_DIR)
+    chat_default_index: str = f"{DEFAULT_IMAGES_CONTAINER}-v"
+    chat_image_url_allowlist: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -94,7 +140,40 @@ class Settings:
             storage_blob_service_uri=None if connection_string else blob_uri,
             storage_client_id=get(STORAGE_CLIENT_ID_SETTING),
             storage_credential=get(STORAGE_CREDENTIAL_SETTING),
+            vision_endpoint=_endpoint(get(VISION_ENDPOINT_SETTING)),
+            vision_key=get(VISION_KEY_SETTING),
+            vision_model_version=get(VISION_MODEL_VERSION_SETTING) or DEFAULT_VISION_MODEL_VERSION,
+            search_endpoint=_endpoint(get(SEARCH_ENDPOINT_SETTING)),
+            search_key=get(SEARCH_KEY_SETTING),
+            openai_endpoint=_endpoint(get(OPENAI_ENDPOINT_SETTING)),
+            openai_deployment=get(OPENAI_DEPLOYMENT_SETTING) or DEFAULT_OPENAI_DEPLOYMENT,
+            openai_api_version=get(OPENAI_API_VERSION_SETTING) or DEFAULT_OPENAI_API_VERSION,
+            openai_key=get(OPENAI_KEY_SETTING),
+            compatible_base_url=_endpoint(get(COMPATIBLE_BASE_URL_SETTING)),
+            compatible_model=get(COMPATIBLE_MODEL_SETTING),
+            compatible_key=get(COMPATIBLE_KEY_SETTING),
+            client_id=get(CLIENT_ID_SETTING),
+            local_data_dir=Path(get(LOCAL_DATA_DIR_SETTING) or DEFAULT_LOCAL_DATA_DIR),
+            chat_default_index=get(CHAT_DEFAULT_INDEX_SETTING) or index_name_for(images_container),
+            chat_image_url_allowlist=tuple(
+                host.strip().lower()
+                for host in (get(CHAT_IMAGE_URL_ALLOWLIST_SETTING) or "").split(",")
+                if host.strip()
+            ),
         )
+
+
+def index_name_for(container: str) -> str:
+    """The image index of a container: ``<container>-v`` (as the Studio named it)."""
+    return f"{container}-v"
+
+
+def _endpoint(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value.startswith(("https://", "http://")):
+        raise ValueError(f"endpoint {value!r} must be an http(s) URL")
+    return value.rstrip("/")
 
 
 def _positive_int(raw: str | None, name: str, default: int) -> int:
@@ -137,3 +216,85 @@ def _storage_credential(settings: Settings) -> TokenCredential:
     if (settings.storage_credential or "").lower() == "managedidentity":
         return ManagedIdentityCredential(client_id=settings.storage_client_id)
     return DefaultAzureCredential(managed_identity_client_id=settings.storage_client_id)
+
+
+@functools.lru_cache(maxsize=4)
+def vectorizer(settings: Settings) -> Vectorizer:
+    """Azure AI Vision when AZURE_VISION_ENDPOINT is set, else the local EfficientNet model
+    (one per process: it micro-batches concurrent calls)."""
+    if settings.vision_endpoint is not None:
+        from imagerag.adapters.azure_vision import AzureVisionVectorizer
+
+        return AzureVisionVectorizer(
+            endpoint=settings.vision_endpoint,
+            key=settings.vision_key,
+            token_provider=None if settings.vision_key else _cognitive_token_provider(settings),
+            model_version=settings.vision_model_version,
+        )
+    from imagerag.adapters.local_vectorizer import LocalVectorizer
+
+    return LocalVectorizer()
+
+
+@functools.lru_cache(maxsize=64)
+def image_index(settings: Settings, name: str) -> ImageIndex:
+    """Azure AI Search when AZURE_SEARCH_ENDPOINT is set, else the embedded on-disk index."""
+    if settings.search_endpoint is not None:
+        from azure.core.credentials import AzureKeyCredential
+
+        from imagerag.adapters.azure_search import AzureSearchImageIndex
+
+        return AzureSearchImageIndex(
+            endpoint=settings.search_endpoint,
+            name=name,
+            credential=(
+                AzureKeyCredential(settings.search_key)
+                if settings.search_key
+                else _azure_credential(settings)
+            ),
+        )
+    from imagerag.adapters.local_index import LocalImageIndex
+
+    return LocalImageIndex(directory=settings.local_data_dir / "index", name=name)
+
+
+@functools.lru_cache(maxsize=4)
+def answerer(settings: Settings) -> Answerer:
+    """Azure OpenAI when AZURE_OPENAI_ENDPOINT is set, else an OpenAI-compatible server when
+    OPENAI_BASE_URL is set, else the local extractive answerer."""
+    if settings.openai_endpoint is not None:
+        from imagerag.adapters.azure_openai import AzureOpenAIAnswerer
+
+        return AzureOpenAIAnswerer.for_azure(
+            endpoint=settings.openai_endpoint,
+            deployment=settings.openai_deployment,
+            api_version=settings.openai_api_version,
+            key=settings.openai_key,
+            token_provider=None if settings.openai_key else _cognitive_token_provider(settings),
+        )
+    if settings.compatible_base_url is not None:
+        from imagerag.adapters.azure_openai import AzureOpenAIAnswerer
+
+        if settings.compatible_model is None:
+            raise ValueError(f"{COMPATIBLE_BASE_URL_SETTING} needs {COMPATIBLE_MODEL_SETTING}")
+        return AzureOpenAIAnswerer.for_compatible(
+            base_url=settings.compatible_base_url,
+            model=settings.compatible_model,
+            key=settings.compatible_key,
+        )
+    from imagerag.adapters.extractive import ExtractiveAnswerer
+
+    return ExtractiveAnswerer()
+
+
+def _azure_credential(settings: Settings) -> TokenCredential:
+    from azure.identity import DefaultAzureCredential
+
+    # Managed identity in Azure (user-assigned when AZURE_CLIENT_ID is set), `az login` here.
+    return DefaultAzureCredential(managed_identity_client_id=settings.client_id)
+
+
+def _cognitive_token_provider(settings: Settings) -> Callable[[], str]:
+    from azure.identity import get_bearer_token_provider
+
+    return get_bearer_token_provider(_azure_credential(settings), COGNITIVE_SERVICES_SCOPE)

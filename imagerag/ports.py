@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class BlobStoreError(Exception):
@@ -59,6 +60,240 @@ class BlobStore(Protocol):
         """Size, ETag and content type, or None when the blob (or its container) is missing."""
         ...
 
+    def url(self, container: str, path: str) -> str:
+        """The blob's URL without credentials (what the index stores as ``url``)."""
+        ...
+
     def ensure_container(self, container: str) -> None:
         """Create the container if it does not exist yet."""
         ...
+
+
+# --------------------------------------------------------------------------- vectorizer
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """Which embedding space vectors live in. Vectors of different (name, version) never mix."""
+
+    name: str  # e.g. "azure-ai-vision" or "efficientnet-lite0"
+    version: str  # e.g. "2023-04-15"
+    dimensions: int
+    supports_text: bool  # whether vectorize_text exists for this model
+
+
+class VectorizerError(Exception):
+    """Base class of the errors a Vectorizer reports in domain terms."""
+
+
+class VectorizerInputError(VectorizerError):
+    """The service (or model) refused this input: a permanent, per-item failure. Not retried."""
+
+
+class VectorizerUnavailableError(VectorizerError):
+    """Throttled (429) or failing (5xx) after the adapter's own retries: transient, retry later.
+
+    ``retry_after_s`` is the service's last Retry-After hint, when it gave one.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after_s: float | None = None
+    ):
+        super().__init__(message)
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+
+class Vectorizer(Protocol):
+    """Images (and, where the model supports it, text) to unit-length vectors in one space."""
+
+    @property
+    def model(self) -> ModelInfo: ...
+
+    def vectorize_image(self, data: bytes) -> list[float]:
+        """One image (already validated: a supported type within the size limits)."""
+        ...
+
+    def vectorize_text(self, text: str) -> list[float]:
+        """VectorizerInputError when ``model.supports_text`` is false."""
+        ...
+
+
+# --------------------------------------------------------------------------- image index
+
+
+@dataclass(frozen=True, slots=True)
+class IndexDocument:
+    """One indexed image. ``id`` is manifest.document_id(container, path)."""
+
+    id: str
+    description: str
+    image_vector: list[float]
+    filepath: str  # image_blob_path inside its container
+    url: str  # blob URL without any SAS
+    title: str  # file name
+    source: str  # "container/metadata file" the document came from
+    model_name: str
+    model_version: str
+    content_hash: str  # sha256 hex of the image bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentState:
+    """What ingestion needs to know about an existing document to skip work."""
+
+    id: str
+    content_hash: str
+    description: str
+    source: str
+    model_name: str
+    model_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataPatch:
+    """Fields that change without re-vectorizing (an edited description, a new source file)."""
+
+    id: str
+    description: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class FieldMapping:
+    """Which index fields play which role (On Your Data ``fields_mapping``).
+
+    The defaults are the schema imagerag creates; an existing index maps its own names.
+    """
+
+    image_vector_fields: tuple[str, ...] = ("image_vector",)
+    content_fields: tuple[str, ...] = ("description",)
+    title_field: str | None = "title"
+    url_field: str | None = "url"
+    filepath_field: str | None = "filepath"
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    id: str
+    score: float  # higher is better; cosine similarity for vector search, engine score for text
+    content: str
+    title: str | None
+    url: str | None
+    filepath: str | None
+
+
+class ImageIndexError(Exception):
+    """Base class of the errors an ImageIndex reports in domain terms."""
+
+
+class IndexNotFoundError(ImageIndexError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"index {name!r} does not exist")
+        self.name = name
+
+
+class IndexModelMismatchError(ImageIndexError):
+    """The index holds vectors of another model (or dimension count) than the one offered."""
+
+
+class InvalidFilterError(ImageIndexError, ValueError):
+    """A search filter the index cannot evaluate (syntax or unsupported construct)."""
+
+
+class ImageIndex(Protocol):
+    """One named image index (``<container>-v`` for ingested containers)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def ensure(self, model: ModelInfo) -> None:
+        """Create the index for this model if missing; IndexModelMismatchError if it exists
+        with another model name/version or dimension count."""
+        ...
+
+    def model(self) -> ModelInfo | None:
+        """The model the index was created for; None if the index does not exist or does not
+        record one (an existing index made elsewhere)."""
+        ...
+
+    def get_states(self, ids: list[str]) -> dict[str, DocumentState]:
+        """States of those ids that exist."""
+        ...
+
+    def upsert(self, documents: list[IndexDocument]) -> None:
+        """Insert or replace whole documents by id (idempotent)."""
+        ...
+
+    def merge_metadata(self, patches: list[MetadataPatch]) -> None:
+        """Update description and source of existing documents, keeping their vectors."""
+        ...
+
+    def ids_from_source(self, source: str) -> set[str]:
+        """Ids of every document whose ``source`` is this metadata file."""
+        ...
+
+    def delete(self, ids: list[str]) -> None:
+        """Delete by id; ids that do not exist are ignored."""
+        ...
+
+    def vector_search(
+        self,
+        vector: list[float],
+        *,
+        top: int,
+        fields: FieldMapping = FieldMapping(),
+        filter: str | None = None,
+    ) -> list[SearchHit]:
+        """Nearest by cosine, best first. ``filter`` is an OData expression (AI Search syntax)."""
+        ...
+
+    def text_search(
+        self,
+        text: str,
+        *,
+        top: int,
+        fields: FieldMapping = FieldMapping(),
+        filter: str | None = None,
+    ) -> list[SearchHit]:
+        """Full-text over the content fields, best first."""
+        ...
+
+    def optimize(self) -> None:
+        """Compact after a bulk change (no-op where the service does it itself)."""
+        ...
+
+
+# --------------------------------------------------------------------------- answerer
+
+
+@dataclass(frozen=True, slots=True)
+class GroundingDocument:
+    """A retrieved document as the answerer sees it, labelled ``doc1``..``docN``."""
+
+    label: str
+    content: str
+    title: str | None
+    image_url: str | None  # a data: URL or a short-lived SAS URL the model can fetch
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerRequest:
+    messages: list[dict[str, Any]]  # the OpenAI chat messages as the client sent them
+    documents: list[GroundingDocument]
+    role_information: str | None
+    in_scope: bool
+
+
+class AnswererError(Exception):
+    """The answering model failed; ``status`` is the upstream HTTP status when known."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Answerer(Protocol):
+    """Writes the grounded answer, citing documents as ``[docN]``, as a stream of text deltas."""
+
+    def stream_answer(self, request: AnswerRequest) -> Iterator[str]: ...

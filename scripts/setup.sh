@@ -15,7 +15,7 @@ ensure_venv() {
   fi
   [[ -f requirements.txt ]] || die "requirements.txt is missing"
   local stamp=.venv/.requirements.cksum want
-  want=$(cat requirements.txt requirements-dev.txt | cksum)
+  want=$(cat requirements.txt requirements-local.txt requirements-dev.txt | cksum)
   if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]]; then
     log "installing Python requirements into .venv"
     .venv/bin/python -m pip install --disable-pip-version-check --quiet -r requirements-dev.txt

@@ -79,6 +79,9 @@ class AzureBlobStore:
             content_type=props.content_settings.content_type,
         )
 
+    def url(self, container: str, path: str) -> str:
+        return str(self._service.get_blob_client(container, path).url)
+
     def ensure_container(self, container: str) -> None:
         try:
             self._service.create_container(container)
