@@ -170,6 +170,11 @@ def _blob_path_problem(path: str) -> str | None:
         return "'image_blob_path' must be relative to the container (no leading '/')"
     if path.endswith("/"):
         return "'image_blob_path' names a folder, not a blob"
+    if "\\" in path:
+        return "'image_blob_path' must use '/' between folders, not '\\'"
+    if any(segment in (".", "..") for segment in path.split("/")):
+        # Clients and proxies normalise these away, so the blob read would not be the one named.
+        return "'image_blob_path' must not contain '.' or '..' segments"
     if _CONTROL_CHARS.search(path):
         return "'image_blob_path' contains control characters"
     return None

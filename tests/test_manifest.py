@@ -144,6 +144,16 @@ def test_ten_thousand_and_one_entries_rejected() -> None:
         ),
         ({"image_blob_path": "a\n.png", "description": "x"}, "invalid_path", "a\n.png", "control"),
         ({"image_blob_path": "a" * 1025, "description": "x"}, "invalid_path", "a" * 1025, "1024"),
+        ({"image_blob_path": "../x/a.png", "description": "x"}, "invalid_path", "../x/a.png", ".."),
+        ({"image_blob_path": "d/../a.png", "description": "x"}, "invalid_path", "d/../a.png", ".."),
+        ({"image_blob_path": "./a.png", "description": "x"}, "invalid_path", "./a.png", "'.'"),
+        ({"image_blob_path": "d\\a.png", "description": "x"}, "invalid_path", "d\\a.png", "'/'"),
+        (
+            {"image_blob_path": "//evil.example/c/a.png", "description": "x"},
+            "invalid_path",
+            "//evil.example/c/a.png",
+            "relative",
+        ),
     ],
 )
 def test_entry_problems_are_reported_not_raised(
@@ -156,6 +166,11 @@ def test_entry_problems_are_reported_not_raised(
     (problem,) = result.problems
     assert (problem.index, problem.code, problem.image_blob_path) == (1, code, path)
     assert words in problem.message
+
+
+def test_dots_inside_names_are_fine() -> None:
+    result = parse_manifest(encode([{"image_blob_path": "a..b/c.d.png", "description": ""}]))
+    assert [e.image_blob_path for e in result.entries] == ["a..b/c.d.png"]
 
 
 def test_empty_description_is_allowed() -> None:
