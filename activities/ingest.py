@@ -1,16 +1,19 @@
 """Activities of the ingestion pipeline: thin wrappers over imagerag.ingestion.
 
-Inputs and outputs (JSON):
+Inputs and outputs (JSON; references and counts only, never image bytes or vectors):
     plan_ingestion          {container, blob_path, sha256, instance_id}
-                            -> {metadata, entries, partitions, problems, work: {container, prefix}}
-                               or {metadata, error: {code, message[, rule]}}
-    read_partition          {work, partition} -> [entry, ...]   (partition's entries, in order)
-    record_entry            entry {container, index, image_blob_path, description[, problem]}
-                            -> {index, image_blob_path, id, status, size[, reason]}
+                            -> {metadata, index, entries, partitions, partition_size, problems,
+                                work: {container, prefix}}
+                               or {metadata, error: {code, message[, rule]}, report}
+    ensure_index            {index} -> {index, model: {name, version}} or {error}
+    ingest_image            {work, partition, slot, target: {index, source}}
+                            -> {index, image_blob_path, id, status[, code, reason]}
     write_partition_report  {work, partition, results: [...]}
-                            -> {entries, recorded, missing, invalid}
-    write_report            {work, metadata, sha256, partitions}
-                            -> {container, path, entries, recorded, missing, invalid}
+                            -> {entries, indexed, updated, unchanged, skipped, failed}
+    sync_deletions          {work, partitions, metadata, sha256, index}
+                            -> {deleted, superseded}
+    write_report            {work, metadata, sha256, partitions, index, deleted[, error]}
+                            -> {container, path, entries, indexed, ..., deleted}
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ from typing import Any, cast
 
 import azure.durable_functions as df
 
-from imagerag import ingestion
-from imagerag.config import Settings, blob_store
+from imagerag import config, ingestion
+from imagerag.config import Settings
 
 PLAN_INGESTION = "plan_ingestion"
-READ_PARTITION = "read_partition"
-RECORD_ENTRY = "record_entry"
+ENSURE_INDEX = "ensure_index"
+INGEST_IMAGE = "ingest_image"
 WRITE_PARTITION_REPORT = "write_partition_report"
+SYNC_DELETIONS = "sync_deletions"
 WRITE_REPORT = "write_report"
 
 bp = df.Blueprint()
@@ -36,7 +40,7 @@ bp = df.Blueprint()
 def plan_ingestion(payload: dict[str, Any]) -> dict[str, Any]:
     settings = Settings.from_env()
     plan = ingestion.plan_ingestion(
-        blob_store(settings),
+        config.blob_store(settings),
         container=payload["container"],
         blob_path=payload["blob_path"],
         sha256=payload["sha256"],
@@ -47,27 +51,37 @@ def plan_ingestion(payload: dict[str, Any]) -> dict[str, Any]:
     return dict(plan)
 
 
-@bp.function_name(READ_PARTITION)
+@bp.function_name(ENSURE_INDEX)
 @bp.activity_trigger(input_name="payload")
-def read_partition(payload: dict[str, Any]) -> list[dict[str, Any]]:
-    entries = ingestion.read_partition(
-        blob_store(Settings.from_env()), work=payload["work"], partition=payload["partition"]
+def ensure_index(payload: dict[str, Any]) -> dict[str, Any]:
+    settings = Settings.from_env()
+    return ingestion.ensure_index(
+        config.image_index(settings, payload["index"]), config.vectorizer(settings).model
     )
-    return [dict(e) for e in entries]
 
 
-@bp.function_name(RECORD_ENTRY)
+@bp.function_name(INGEST_IMAGE)
 @bp.activity_trigger(input_name="payload")
-def record_entry(payload: dict[str, Any]) -> dict[str, Any]:
-    entry = cast(ingestion.EntryRef, payload)
-    return dict(ingestion.record_entry(blob_store(Settings.from_env()), entry))
+def ingest_image(payload: dict[str, Any]) -> dict[str, Any]:
+    settings = Settings.from_env()
+    target = cast(ingestion.Target, payload["target"])
+    result = ingestion.ingest_image(
+        config.blob_store(settings),
+        config.vectorizer(settings),
+        config.image_index(settings, target["index"]),
+        work=payload["work"],
+        partition=payload["partition"],
+        slot=payload["slot"],
+        target=target,
+    )
+    return dict(result)
 
 
 @bp.function_name(WRITE_PARTITION_REPORT)
 @bp.activity_trigger(input_name="payload")
 def write_partition_report(payload: dict[str, Any]) -> dict[str, Any]:
     counts = ingestion.write_partition_report(
-        blob_store(Settings.from_env()),
+        config.blob_store(Settings.from_env()),
         work=payload["work"],
         partition=payload["partition"],
         results=payload["results"],
@@ -75,13 +89,30 @@ def write_partition_report(payload: dict[str, Any]) -> dict[str, Any]:
     return dict(counts)
 
 
+@bp.function_name(SYNC_DELETIONS)
+@bp.activity_trigger(input_name="payload")
+def sync_deletions(payload: dict[str, Any]) -> dict[str, Any]:
+    settings = Settings.from_env()
+    return ingestion.sync_deletions(
+        config.blob_store(settings),
+        config.image_index(settings, payload["index"]),
+        work=payload["work"],
+        partitions=payload["partitions"],
+        metadata=payload["metadata"],
+        sha256=payload["sha256"],
+    )
+
+
 @bp.function_name(WRITE_REPORT)
 @bp.activity_trigger(input_name="payload")
 def write_report(payload: dict[str, Any]) -> dict[str, Any]:
     return ingestion.write_report(
-        blob_store(Settings.from_env()),
+        config.blob_store(Settings.from_env()),
         work=payload["work"],
         metadata=payload["metadata"],
         sha256=payload["sha256"],
         partitions=payload["partitions"],
+        index=payload["index"],
+        deleted=payload["deleted"],
+        error=payload.get("error"),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -14,7 +15,7 @@ import azure.functions as func
 from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 
-from imagerag import manifest
+from imagerag import config, manifest
 from orchestrations.ingest import INGEST_ORCHESTRATOR
 
 logger = logging.getLogger(__name__)
@@ -31,11 +32,20 @@ _ALREADY_STARTED = {
     OrchestrationRuntimeStatus.Suspended,
     OrchestrationRuntimeStatus.Completed,
 }
+_IN_PROGRESS = {
+    OrchestrationRuntimeStatus.Pending,
+    OrchestrationRuntimeStatus.Running,
+    OrchestrationRuntimeStatus.ContinuedAsNew,
+    OrchestrationRuntimeStatus.Suspended,
+}
 
 
 @bp.function_name("ingest_metadata_trigger")
 @bp.blob_trigger(
-    arg_name="blob", path="%IMAGES_CONTAINER%/metadata{name}.json", connection="AzureWebJobsStorage"
+    arg_name="blob",
+    path="%IMAGES_CONTAINER%/metadata{name}.json",
+    connection="AzureWebJobsStorage",
+    source=func.BlobSource(config.ingest_trigger_source()),
 )
 @bp.durable_client_input(client_name="client")
 async def ingest_metadata_trigger(
@@ -54,19 +64,23 @@ async def ingest_metadata_trigger(
     instance_id = manifest.ingestion_instance_id(container, blob_path, sha256)
 
     status = await _latest_ingestion(client, manifest.ingestion_id_prefix(container, blob_path))
-    if (
-        status is not None
-        and status.instance_id == instance_id
-        and (status.runtime_status in _ALREADY_STARTED)
-    ):
+    if status is not None and status.instance_id == instance_id:
+        if status.runtime_status in _ALREADY_STARTED and not _had_transient_failures(status):
+            logger.info(
+                "metadata %s/%s already ingested or in progress: %s is %s",
+                container,
+                blob_path,
+                instance_id,
+                status.runtime_status.value,
+            )
+            return
+    elif status is not None and status.runtime_status in _IN_PROGRESS:
+        # An older version of the file is still being ingested: the newest content wins, and two
+        # versions must not upsert and delete against each other.
+        await _terminate_with_partitions(client, status.instance_id, f"superseded by {instance_id}")
         logger.info(
-            "metadata %s/%s already ingested or in progress: %s is %s",
-            container,
-            blob_path,
-            instance_id,
-            status.runtime_status.value,
+            "metadata %s/%s: stopped %s, superseded", container, blob_path, status.instance_id
         )
-        return
     try:
         await client.start_new(
             INGEST_ORCHESTRATOR,
@@ -89,6 +103,28 @@ async def ingest_metadata_trigger(
         blob_path,
         len(data),
         instance_id,
+    )
+
+
+async def _terminate_with_partitions(
+    client: df.DurableOrchestrationClient, instance_id: str, reason: str
+) -> None:
+    # Terminating an orchestration does not stop its sub-orchestrations: stop them too.
+    children = await client.get_status_by(instance_id_prefix=f"{instance_id}-p")
+    for child in children:
+        if child.runtime_status in _IN_PROGRESS and child.instance_id:
+            await client.terminate(child.instance_id, reason)
+    await client.terminate(instance_id, reason)
+
+
+def _had_transient_failures(status: DurableOrchestrationStatus) -> bool:
+    # A completed ingestion whose images failed only because a service stayed unavailable is
+    # run again when the same file is dropped again (the report tells users to do that).
+    output = _parse_if_json_text(status.output)
+    return (
+        status.runtime_status == OrchestrationRuntimeStatus.Completed
+        and isinstance(output, dict)
+        and bool(output.get("failed"))
     )
 
 
@@ -151,6 +187,40 @@ async def get_ingestion(
             "output": _parse_if_json_text(status.output),
         }
     )
+
+
+@bp.function_name("get_ingestion_report")
+@bp.route(
+    route="ingestions/{instanceId}/report", methods=["GET"], auth_level=func.AuthLevel.FUNCTION
+)
+@bp.durable_client_input(client_name="client")
+async def get_ingestion_report(
+    req: func.HttpRequest, client: df.DurableOrchestrationClient
+) -> func.HttpResponse:
+    """The per-image report of a finished ingestion (what happened to each entry, and why)."""
+    instance_id = req.route_params.get("instanceId", "")
+    if not manifest.is_ingestion_instance_id(instance_id):
+        return _error(
+            HTTPStatus.BAD_REQUEST,
+            "InvalidInstanceId",
+            f"must match {manifest.INSTANCE_ID_PATTERN}",
+            field="instanceId",
+        )
+    status = await client.get_status(instance_id)
+    if status.runtime_status is None or status.name not in (None, INGEST_ORCHESTRATOR):
+        return _error(HTTPStatus.NOT_FOUND, "NotFound", f"no ingestion {instance_id}")
+    output = _parse_if_json_text(status.output)
+    if not isinstance(output, dict) or not isinstance(output.get("report"), str):
+        return _error(
+            HTTPStatus.NOT_FOUND,
+            "ReportNotReady",
+            f"ingestion {instance_id} is {_runtime_status(status)}; its report is written when "
+            "it completes",
+        )
+    container, _, path = output["report"].partition("/")
+    store = config.blob_store(config.Settings.from_env())
+    report = await asyncio.to_thread(store.read, container, path)  # keep the event loop free
+    return func.HttpResponse(report, status_code=200, mimetype="application/json", charset="utf-8")
 
 
 def _json_response(body: Any, status: int = HTTPStatus.OK) -> func.HttpResponse:

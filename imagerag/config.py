@@ -44,6 +44,10 @@ COMPATIBLE_KEY_SETTING = "OPENAI_API_KEY"
 # Client id of a user-assigned managed identity for the AI services (Storage has its own).
 CLIENT_ID_SETTING = "AZURE_CLIENT_ID"
 LOCAL_DATA_DIR_SETTING = "LOCAL_DATA_DIR"
+# How the host learns of new metadata files: "EventGrid" (required on Flex Consumption) or
+# "LogsAndContainerScan" (the classic polling trigger; the default, works with Azurite).
+INGEST_TRIGGER_SOURCE_SETTING = "INGEST_TRIGGER_SOURCE"
+TRIGGER_SOURCES = ("EventGrid", "LogsAndContainerScan")
 CHAT_DEFAULT_INDEX_SETTING = "CHAT_DEFAULT_INDEX"
 CHAT_IMAGE_URL_ALLOWLIST_SETTING = "CHAT_IMAGE_URL_ALLOWLIST"
 
@@ -161,6 +165,17 @@ class Settings:
                 if host.strip()
             ),
         )
+
+
+def ingest_trigger_source(environ: Mapping[str, str] | None = None) -> str:
+    """Read when the function app is indexed (trigger decorators need it at import time)."""
+    env = os.environ if environ is None else environ
+    value = env.get(INGEST_TRIGGER_SOURCE_SETTING, "").strip() or "LogsAndContainerScan"
+    if value not in TRIGGER_SOURCES:
+        raise ValueError(
+            f"{INGEST_TRIGGER_SOURCE_SETTING}={value!r} must be one of {', '.join(TRIGGER_SOURCES)}"
+        )
+    return value
 
 
 def index_name_for(container: str) -> str:

@@ -1,7 +1,7 @@
 """The I/O steps of ingesting one metadata file, one function per activity.
 
-Activities call these with a BlobStore from imagerag.config; everything that crosses the
-Durable history is a small JSON-able dict (references, counts), never blob bytes.
+Activities call these with the adapters from imagerag.config; everything that crosses the
+Durable history is a small JSON-able dict (references, counts), never bytes or vectors.
 
 Work blobs, all under ``<work container>/<instance id>/``:
     partitions/<i:04d>.json   the entries of partition i (input of its sub-orchestration)
@@ -14,17 +14,42 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import posixpath
+import threading
 from typing import Any, NotRequired, TypedDict
 
-from imagerag import manifest
-from imagerag.ports import BlobNotFoundError, BlobStore, InvalidBlobNameError
+from imagerag import images, manifest
+from imagerag.config import index_name_for
+from imagerag.ports import (
+    BlobChangedError,
+    BlobNotFoundError,
+    BlobStore,
+    DocumentState,
+    ImageIndex,
+    IndexDocument,
+    IndexModelMismatchError,
+    InvalidBlobNameError,
+    MetadataPatch,
+    ModelInfo,
+    Vectorizer,
+    VectorizerInputError,
+    VectorizerUnavailableError,
+)
 
 logger = logging.getLogger(__name__)
 
 JSON_CONTENT_TYPE = "application/json"
-STATUS_RECORDED = "recorded"
-STATUS_MISSING = "missing"
-STATUS_INVALID = "invalid"
+# What happened to one entry of the file (the report's ``status``):
+STATUS_INDEXED = "indexed"  # vectorized and upserted (new or changed image)
+STATUS_UPDATED = "updated"  # same image, new description or source: merged, not re-vectorized
+STATUS_UNCHANGED = "unchanged"  # already indexed exactly so: nothing written
+STATUS_SKIPPED = "skipped"  # the entry or its image breaks a rule; ``code``/``reason`` say which
+STATUS_FAILED = "failed"  # a service stayed unavailable; dropping the file again retries it
+STATUSES = (STATUS_INDEXED, STATUS_UPDATED, STATUS_UNCHANGED, STATUS_SKIPPED, STATUS_FAILED)
+
+MISSING_BLOB = "missing_blob"
+VECTORIZER_REFUSED = "vectorizer_refused"
+SERVICE_UNAVAILABLE = "service_unavailable"
 
 
 class WorkRef(TypedDict):
@@ -40,11 +65,14 @@ class PlanError(TypedDict):
 
 class Plan(TypedDict, total=False):
     metadata: str  # "container/blob path"
+    index: str  # the image index: "<container>-v"
     entries: int
     partitions: int
+    partition_size: int
     problems: int
     work: WorkRef
     error: PlanError  # present only when the file is rejected
+    report: str  # "container/path" of the rejection report (rejected files only)
 
 
 class EntryRef(TypedDict):
@@ -55,20 +83,27 @@ class EntryRef(TypedDict):
     problem: NotRequired[dict[str, str]]  # {"code", "message"} from manifest validation
 
 
+class Target(TypedDict):
+    index: str  # image index name
+    source: str  # "container/metadata path": stored on each document for the deletion sync
+
+
 class EntryResult(TypedDict):
     index: int
     image_blob_path: str | None
     id: str | None
-    status: str  # recorded | missing | invalid
-    size: int | None
+    status: str  # one of STATUSES
+    code: NotRequired[str]  # why skipped or failed: a manifest, image or service rule code
     reason: NotRequired[str]
 
 
 class Counts(TypedDict):
     entries: int
-    recorded: int
-    missing: int
-    invalid: int
+    indexed: int
+    updated: int
+    unchanged: int
+    skipped: int
+    failed: int
 
 
 def partition_path(prefix: str, partition: int) -> str:
@@ -99,26 +134,21 @@ def plan_ingestion(
     user errors to report, not failures to retry.
     """
     metadata = f"{container}/{blob_path}"
+    work: WorkRef = {"container": work_container, "prefix": instance_id}
     try:
         data = store.read(container, blob_path)
     except BlobNotFoundError:
-        return {
-            "metadata": metadata,
-            "error": {"code": "MetadataNotFound", "message": "metadata file no longer exists"},
-        }
+        error: PlanError = {"code": "MetadataNotFound", "message": "metadata file no longer exists"}
+        return _reject(store, work, metadata, sha256, error)
     if hashlib.sha256(data).hexdigest() != sha256:
         # A newer upload has its own trigger and instance; this one must not ingest it.
-        return {
-            "metadata": metadata,
-            "error": {"code": "MetadataChanged", "message": "metadata changed while ingesting"},
-        }
+        error = {"code": "MetadataChanged", "message": "metadata changed while ingesting"}
+        return _reject(store, work, metadata, sha256, error)
     try:
         parsed = manifest.parse_manifest(data, blob_path=blob_path)
     except manifest.ManifestError as exc:
-        return {
-            "metadata": metadata,
-            "error": {"code": "InvalidManifest", "rule": exc.rule, "message": exc.message},
-        }
+        error = {"code": "InvalidManifest", "rule": exc.rule, "message": exc.message}
+        return _reject(store, work, metadata, sha256, error)
 
     items = _entry_refs(container, parsed)
     store.ensure_container(work_container)
@@ -139,11 +169,24 @@ def plan_ingestion(
     )
     return {
         "metadata": metadata,
+        "index": index_name_for(container),
         "entries": parsed.count,
         "partitions": len(chunks),
+        "partition_size": partition_size,
         "problems": len(parsed.problems),
-        "work": {"container": work_container, "prefix": instance_id},
+        "work": work,
     }
+
+
+def _reject(store: BlobStore, work: WorkRef, metadata: str, sha256: str, error: PlanError) -> Plan:
+    """A file rejected whole still gets its report, saying why."""
+    store.ensure_container(work["container"])
+    path = report_path(work["prefix"])
+    report: dict[str, Any] = {"metadata": metadata, "sha256": sha256}
+    report |= {"instance_id": work["prefix"], "error": dict(error), "entries": 0, "results": []}
+    store.write(work["container"], path, _dumps(report), content_type=JSON_CONTENT_TYPE)
+    logger.info("rejected %s: %s", metadata, error["message"])
+    return {"metadata": metadata, "error": error, "report": f"{work['container']}/{path}"}
 
 
 def _entry_refs(container: str, parsed: manifest.Manifest) -> list[EntryRef]:
@@ -173,52 +216,191 @@ def _entry_refs(container: str, parsed: manifest.Manifest) -> list[EntryRef]:
 
 
 def read_partition(store: BlobStore, *, work: WorkRef, partition: int) -> list[EntryRef]:
-    data = store.read(work["container"], partition_path(work["prefix"], partition))
-    entries: list[EntryRef] = json.loads(data)
-    return entries
+    path = partition_path(work["prefix"], partition)
+    key = (id(store), work["container"], path)
+    with _partition_cache_lock:
+        cached = _partition_cache.get(key)
+    if cached is None:
+        cached = tuple(json.loads(store.read(work["container"], path)))
+        with _partition_cache_lock:
+            if len(_partition_cache) >= _PARTITION_CACHE_SIZE:
+                _partition_cache.pop(next(iter(_partition_cache)))
+            _partition_cache[key] = cached
+    return list(cached)
 
 
-def record_entry(store: BlobStore, entry: EntryRef) -> EntryResult:
-    """Check one listed image. Per-entry problems come back as results; transient storage
-    errors raise so that the caller's retry policy applies."""
-    path = entry["image_blob_path"]
-    container = entry["container"]
+# Partition blobs never change once written (same instance id = same file content), and every
+# image activity of a partition reads its own entry from the same blob: keep the recent ones.
+_PARTITION_CACHE_SIZE = 64
+_partition_cache: dict[tuple[int, str, str], tuple[EntryRef, ...]] = {}
+_partition_cache_lock = threading.Lock()
+
+
+def partition_counts(entries: int, partition_size: int) -> list[int]:
+    """Entries per partition, as plan_ingestion cut them (pure: orchestrators call it)."""
+    return [end - start for start, end in manifest.partitions(entries, partition_size)]
+
+
+def ensure_index(index: ImageIndex, model: ModelInfo) -> dict[str, Any]:
+    """Create the image index if missing. A model mismatch is the user's to resolve: returned
+    as ``{"error"}``, not raised, so the ingestion is reported rather than retried."""
+    try:
+        index.ensure(model)
+    except IndexModelMismatchError as exc:
+        return {"error": {"code": "IndexModelMismatch", "message": str(exc)}}
+    return {"index": index.name, "model": {"name": model.name, "version": model.version}}
+
+
+def ingest_image(
+    store: BlobStore,
+    vectorizer: Vectorizer,
+    index: ImageIndex,
+    *,
+    work: WorkRef,
+    partition: int,
+    slot: int,
+    target: Target,
+) -> EntryResult:
+    """Validate, vectorize and upsert the image of one entry.
+
+    Problems with the entry or the image come back as results (``skipped``); a service that
+    stays unavailable after the adapter's retries gives ``failed``. Anything else raises so
+    that the activity's retry policy applies.
+    """
+    entry = read_partition(store, work=work, partition=partition)[slot]
+    container, path = entry["container"], entry["image_blob_path"]
     result: EntryResult = {
         "index": entry["index"],
         "image_blob_path": path,
         "id": manifest.document_id(container, path) if path is not None else None,
-        "status": STATUS_INVALID,
-        "size": None,
+        "status": STATUS_SKIPPED,
     }
     problem = entry.get("problem")
     if problem is not None:
-        result["reason"] = problem["message"]
-        return result
-    assert path is not None  # entries without a problem always have a path
+        return _skipped(result, problem["code"], problem["message"])
+    assert path is not None and entry["description"] is not None
     try:
-        props = store.properties(container, path)
-    except InvalidBlobNameError as exc:
-        result["reason"] = str(exc)
+        data = _read_image(store, container, path)
+        images.inspect_image(data, path)
+    except images.ImageRejected as exc:
+        return _skipped(result, exc.code, exc.message)
+    except (BlobNotFoundError, InvalidBlobNameError):
+        return _skipped(result, MISSING_BLOB, f"no blob {path!r} in container {container!r}")
+
+    document_id = manifest.document_id(container, path)
+    content_hash = hashlib.sha256(data).hexdigest()
+    description, source = entry["description"], target["source"]
+    state = index.get_states([document_id]).get(document_id)
+    if state is not None and _same_image(state, content_hash, vectorizer.model):
+        if (state.description, state.source) == (description, source):
+            result["status"] = STATUS_UNCHANGED
+        else:
+            index.merge_metadata([MetadataPatch(document_id, description, source)])
+            result["status"] = STATUS_UPDATED
         return result
-    if props is None:
-        result["status"] = STATUS_MISSING
-        result["reason"] = f"no blob {path!r} in container {container!r}"
+
+    try:
+        vector = vectorizer.vectorize_image(data)
+    except VectorizerInputError as exc:
+        return _skipped(result, VECTORIZER_REFUSED, str(exc))
+    except VectorizerUnavailableError as exc:
+        result["status"] = STATUS_FAILED
+        result["code"] = SERVICE_UNAVAILABLE
+        result["reason"] = f"{exc}; drop the metadata file again to retry"
         return result
-    result["status"] = STATUS_RECORDED
-    result["size"] = props.size
+    model = vectorizer.model
+    document = IndexDocument(
+        id=document_id,
+        description=description,
+        image_vector=vector,
+        filepath=path,
+        url=store.url(container, path),
+        title=posixpath.basename(path),
+        source=source,
+        model_name=model.name,
+        model_version=model.version,
+        content_hash=content_hash,
+    )
+    index.upsert([document])
+    result["status"] = STATUS_INDEXED
     return result
 
 
+def _read_image(store: BlobStore, container: str, path: str) -> bytes:
+    images.check_extension(path)
+    props = store.properties(container, path)
+    if props is None:
+        raise BlobNotFoundError(container, path)
+    images.check_size(props.size)  # before downloading: a 2 GB blob is never read
+    try:
+        return store.read(container, path, etag=props.etag)
+    except BlobChangedError:
+        # Replaced between the two calls: the new content is read (and checked) whole.
+        return store.read(container, path)
+
+
+def _same_image(state: DocumentState, content_hash: str, model: ModelInfo) -> bool:
+    return (state.content_hash, state.model_name, state.model_version) == (
+        content_hash,
+        model.name,
+        model.version,
+    )
+
+
+def _skipped(result: EntryResult, code: str, reason: str) -> EntryResult:
+    result["status"] = STATUS_SKIPPED
+    result["code"] = code
+    result["reason"] = reason
+    return result
+
+
+def sync_deletions(
+    store: BlobStore,
+    index: ImageIndex,
+    *,
+    work: WorkRef,
+    partitions: int,
+    metadata: str,
+    sha256: str,
+) -> dict[str, Any]:
+    """Delete the documents this metadata file added earlier but no longer lists, then compact.
+
+    Entries listed but failing this time keep their documents: bad input never removes what
+    was indexed. If the file changed meanwhile, the newer ingestion owns the sync.
+    """
+    container, _, blob_path = metadata.partition("/")
+    try:
+        current = hashlib.sha256(store.read(container, blob_path)).hexdigest()
+    except BlobNotFoundError:
+        current = None
+    if current != sha256:
+        logger.info("%s changed during ingestion; leaving deletions to the newer one", metadata)
+        return {"deleted": 0, "superseded": True}
+    listed = {
+        manifest.document_id(e["container"], e["image_blob_path"])
+        for i in range(partitions)
+        for e in read_partition(store, work=work, partition=i)
+        if "problem" not in e and e["image_blob_path"] is not None
+    }
+    stale = sorted(index.ids_from_source(metadata) - listed)
+    if stale:
+        index.delete(stale)
+    index.optimize()
+    logger.info("%s: deleted %d documents no longer listed", metadata, len(stale))
+    return {"deleted": len(stale), "superseded": False}
+
+
 def count_results(results: list[EntryResult]) -> Counts:
-    counts: Counts = {"entries": len(results), "recorded": 0, "missing": 0, "invalid": 0}
+    counts: Counts = {
+        "entries": len(results),
+        "indexed": 0,
+        "updated": 0,
+        "unchanged": 0,
+        "skipped": 0,
+        "failed": 0,
+    }
     for r in results:
-        status = r["status"]
-        if status == STATUS_RECORDED:
-            counts["recorded"] += 1
-        elif status == STATUS_MISSING:
-            counts["missing"] += 1
-        else:
-            counts["invalid"] += 1
+        counts[r["status"]] += 1  # type: ignore[literal-required]
     return counts
 
 
@@ -242,9 +424,12 @@ def write_report(
     metadata: str,
     sha256: str,
     partitions: int,
+    index: str,
+    deleted: int,
+    error: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Merge the partition reports into ``<prefix>/report.json``; return where it is and the
-    counts recomputed from what was merged."""
+    counts recomputed from what was merged. ``error``: why nothing was ingested."""
     results: list[EntryResult] = []
     for i in range(partitions):
         part = json.loads(store.read(work["container"], partition_report_path(work["prefix"], i)))
@@ -256,14 +441,15 @@ def write_report(
         "metadata": metadata,
         "sha256": sha256,
         "instance_id": work["prefix"],
-        "entries": counts["entries"],
-        "recorded": counts["recorded"],
-        "missing": counts["missing"],
-        "invalid": counts["invalid"],
+        "index": index,
+        **counts,
+        "deleted": deleted,
+        **({"error": error} if error is not None else {}),
         "results": results,
     }
+    store.ensure_container(work["container"])
     store.write(work["container"], path, _dumps(report), content_type=JSON_CONTENT_TYPE)
-    return {"container": work["container"], "path": path, **counts}
+    return {"container": work["container"], "path": path, **counts, "deleted": deleted}
 
 
 def _dumps(value: Any) -> bytes:
