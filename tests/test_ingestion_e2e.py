@@ -11,6 +11,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from PIL import Image
+from sample_images import encode, picture_bytes
+
+from imagerag import config
+from imagerag.adapters.local_vectorizer import LocalVectorizer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -20,10 +25,30 @@ def app(devhost, blob_service, unique_container, tmp_path):
     work = f"{unique_container}-work"
     host = devhost(
         REPO,
-        env={"IMAGES_CONTAINER": unique_container, "WORK_CONTAINER": work},
+        env={
+            "IMAGES_CONTAINER": unique_container,
+            "WORK_CONTAINER": work,
+            "LOCAL_DATA_DIR": str(tmp_path / "data"),
+        },
         state_dir=tmp_path / "state",
     )
     return host, blob_service.get_container_client(unique_container), work
+
+
+@pytest.fixture
+def index_of(tmp_path):
+    """The ingested container's local index, opened from this process (as chat would)."""
+
+    def open_index(container: str):
+        settings = config.Settings(local_data_dir=tmp_path / "data")
+        return config.image_index(settings, config.index_name_for(container))
+
+    return open_index
+
+
+@pytest.fixture(scope="module")
+def vectorizer():
+    return LocalVectorizer()
 
 
 def ingestions(host) -> list[dict]:
@@ -45,42 +70,164 @@ def ingestion(host, instance_id: str) -> dict:
     return response.json()
 
 
-def metadata(*paths: str) -> bytes:
+def metadata(*paths: str, descriptions: dict[str, str] | None = None) -> bytes:
+    described = descriptions or {}
     return json.dumps(
-        [{"image_blob_path": p, "description": f"a photo of {p}"} for p in paths]
+        [{"image_blob_path": p, "description": described.get(p, f"a photo of {p}")} for p in paths]
     ).encode()
 
 
-def test_dropped_metadata_is_ingested_and_visible_over_http(app, blob_service, wait_for):
-    host, container, work = app
-    container.upload_blob("cats/tabby.jpg", b"\xff\xd8\xff fake jpeg bytes")
-    container.upload_blob("dogs/corgi.png", b"\x89PNG fake png bytes")
-    container.upload_blob("metadata.json", metadata("cats/tabby.jpg", "dogs/corgi.png", "gone.jpg"))
+def read_report(blob_service, output: dict) -> dict:
+    container, _, path = output["report"].partition("/")
+    return json.loads(blob_service.get_blob_client(container, path).download_blob().readall())
 
-    [first] = wait_for(lambda: finished_ingestions(host, 1), timeout=120)
-    assert first["runtimeStatus"] == "Completed"
-    assert first["metadata"] == f"{container.container_name}/metadata.json"
+
+def latest_finished(host, count: int) -> dict:
+    return finished_ingestions(host, count)[0] if finished_ingestions(host, count) else None
+
+
+def test_good_images_are_searchable_and_bad_ones_reported(
+    app, blob_service, index_of, vectorizer, wait_for
+):
+    host, container, work = app
+    good = {"cats/tabby.jpg": 1, "dogs/corgi.png": 2, "birds/owl.gif": 3, "scans/page.tiff": 4}
+    formats = {".jpg": "JPEG", ".png": "PNG", ".gif": "GIF", ".tiff": "TIFF"}
+    for path, seed in good.items():
+        container.upload_blob(path, picture_bytes(seed, formats[Path(path).suffix]))
+    corrupt = picture_bytes(5, "JPEG")
+    container.upload_blob("bad/corrupt.jpg", corrupt[: len(corrupt) // 2])
+    container.upload_blob("bad/notes.jpg", b"meeting notes, not a picture\n")
+    container.upload_blob("bad/tiny.png", encode(Image.new("RGB", (9, 9)), "PNG"))
+    listed = [*good, "bad/corrupt.jpg", "bad/notes.jpg", "bad/gone.jpg", "bad/tiny.png"]
+    listed += ["../other/secret.jpg", "cats/tabby.jpg"]  # traversal, duplicate
+    container.upload_blob("metadata.json", metadata(*listed))
+
+    [first] = wait_for(lambda: finished_ingestions(host, 1), timeout=180)
+    assert first["runtimeStatus"] == "Completed", first
     status = ingestion(host, first["instanceId"])
     output = status["output"]
-    assert (output["entries"], output["recorded"], output["missing"]) == (3, 2, 1)
-    assert status["customStatus"]["phase"] == "completed"
-
-    report_container, _, report_path = output["report"].partition("/")
-    assert report_container == work
-    report = json.loads(
-        blob_service.get_blob_client(report_container, report_path).download_blob().readall()
+    assert output["index"] == f"{container.container_name}-v"
+    assert (output["entries"], output["indexed"], output["skipped"]) == (10, 4, 6)
+    custom = status["customStatus"]
+    assert (custom["phase"], custom["total"], custom["done"], custom["failed"]) == (
+        "completed",
+        10,
+        10,
+        6,
     )
-    by_path = {r["image_blob_path"]: r["status"] for r in report["results"]}
-    assert by_path == {
-        "cats/tabby.jpg": "recorded",
-        "dogs/corgi.png": "recorded",
-        "gone.jpg": "missing",
+
+    report = read_report(blob_service, output)
+    served = requests.get(
+        f"{host.base_url}/api/ingestions/{first['instanceId']}/report", timeout=10
+    )
+    assert served.status_code == 200
+    assert served.json() == report
+    assert report["metadata"] == f"{container.container_name}/metadata.json"
+    rows = [
+        (r["index"], r["image_blob_path"], r["status"], r.get("code")) for r in report["results"]
+    ]
+    assert rows == [
+        (0, "cats/tabby.jpg", "skipped", "duplicate"),
+        (1, "dogs/corgi.png", "indexed", None),
+        (2, "birds/owl.gif", "indexed", None),
+        (3, "scans/page.tiff", "indexed", None),
+        (4, "bad/corrupt.jpg", "skipped", "corrupt"),
+        (5, "bad/notes.jpg", "skipped", "unsupported_type"),
+        (6, "bad/gone.jpg", "skipped", "missing_blob"),
+        (7, "bad/tiny.png", "skipped", "too_small"),
+        (8, "../other/secret.jpg", "skipped", "invalid_path"),
+        (9, "cats/tabby.jpg", "indexed", None),
+    ]
+    assert all(r["reason"] for r in report["results"] if r["status"] == "skipped")
+
+    # Each good image finds itself first, searched by its own picture.
+    index = index_of(container.container_name)
+    for path, seed in good.items():
+        query = vectorizer.vectorize_image(picture_bytes(seed, formats[Path(path).suffix]))
+        [top, *_] = index.vector_search(query, top=3)
+        assert top.filepath == path
+        assert top.content == f"a photo of {path}"
+        assert top.url.endswith(f"/{container.container_name}/{path}")
+    assert index.ids_from_source(f"{container.container_name}/metadata.json") == {
+        r["id"] for r in report["results"] if r["status"] == "indexed"
     }
 
-    # The same bytes again: a new ETag, a new trigger, but no new ingestion.
+
+def test_redrop_deletes_removed_entries_and_updates_descriptions(
+    app, blob_service, index_of, wait_for
+):
+    host, container, _ = app
+    paths = ["a.jpg", "b.png", "c.bmp"]
+    for seed, path in enumerate(paths):
+        container.upload_blob(
+            path, picture_bytes(seed, {"jpg": "JPEG", "png": "PNG", "bmp": "BMP"}[path[-3:]])
+        )
+    container.upload_blob("metadata.json", metadata(*paths))
+    [first] = wait_for(lambda: finished_ingestions(host, 1), timeout=180)
+    assert ingestion(host, first["instanceId"])["output"]["indexed"] == 3
+    index = index_of(container.container_name)
+    source = f"{container.container_name}/metadata.json"
+    ids = index.ids_from_source(source)
+    assert len(ids) == 3
+    before = index.get_states(sorted(ids))
+
+    # c.bmp removed, b.png described anew: one deletion, one metadata update, no vectorizing.
     container.upload_blob(
-        "metadata.json", metadata("cats/tabby.jpg", "dogs/corgi.png", "gone.jpg"), overwrite=True
+        "metadata.json",
+        metadata("a.jpg", "b.png", descriptions={"b.png": "a new caption"}),
+        overwrite=True,
     )
+    second = wait_for(lambda: latest_finished(host, 2), timeout=180)
+    output = ingestion(host, second["instanceId"])["output"]
+    assert (output["unchanged"], output["updated"], output["indexed"], output["deleted"]) == (
+        1,
+        1,
+        0,
+        1,
+    )
+    report = read_report(blob_service, output)
+    assert [r["status"] for r in report["results"]] == ["unchanged", "updated"]
+    after = index.get_states(sorted(ids))
+    assert len(after) == 2
+    b_id = report["results"][1]["id"]
+    assert after[b_id].description == "a new caption"
+    assert after[b_id].content_hash == before[b_id].content_hash
+    [hit, *_] = index.text_search("new caption", top=1)
+    assert hit.id == b_id
+
+    # The same file dropped again: nothing new, and never a duplicate document.
+    container.upload_blob(
+        "metadata.json",
+        metadata("a.jpg", "b.png", descriptions={"b.png": "a new caption"}),
+        overwrite=True,
+    )
+    wait_for(lambda: "already ingested or in progress" in host.log_text(), timeout=30)
+    assert len(index.ids_from_source(source)) == 2
+
+
+def test_oversize_file_is_rejected_whole_with_a_report(app, blob_service, wait_for):
+    host, container, _ = app
+    container.upload_blob("metadata-big.json", metadata(*[f"img{i}.jpg" for i in range(10_001)]))
+    [item] = wait_for(lambda: finished_ingestions(host, 1), timeout=120)
+    status = ingestion(host, item["instanceId"])
+    assert status["customStatus"]["phase"] == "rejected"
+    output = status["output"]
+    assert output["error"]["rule"] == "too_many_entries"
+    report = read_report(blob_service, output)
+    assert report["error"]["rule"] == "too_many_entries"
+    assert "10,001" in report["error"]["message"]
+    assert report["results"] == []
+
+
+def test_same_bytes_start_nothing_and_changed_content_starts_again(app, wait_for):
+    host, container, _ = app
+    container.upload_blob("cats/tabby.jpg", picture_bytes(1))
+    container.upload_blob("metadata.json", metadata("cats/tabby.jpg", "gone.jpg"))
+    [first] = wait_for(lambda: finished_ingestions(host, 1), timeout=180)
+    assert first["runtimeStatus"] == "Completed"
+
+    # The same bytes again: a new ETag, a new trigger, but no new ingestion.
+    container.upload_blob("metadata.json", metadata("cats/tabby.jpg", "gone.jpg"), overwrite=True)
     wait_for(lambda: host.log_text().count("already ingested or in progress") == 1, timeout=30)
     assert [i["instanceId"] for i in ingestions(host)] == [first["instanceId"]]
 
@@ -93,9 +240,7 @@ def test_dropped_metadata_is_ingested_and_visible_over_http(app, blob_service, w
 
     # Back to the first content: it is the latest version again, so it is ingested again.
     time.sleep(0.01)
-    container.upload_blob(
-        "metadata.json", metadata("cats/tabby.jpg", "dogs/corgi.png", "gone.jpg"), overwrite=True
-    )
+    container.upload_blob("metadata.json", metadata("cats/tabby.jpg", "gone.jpg"), overwrite=True)
 
     def first_content_ingested_again():
         found = finished_ingestions(host, 2)

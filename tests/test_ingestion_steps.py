@@ -5,17 +5,92 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 from azure.storage.blob import BlobServiceClient
+from sample_images import picture_bytes
 
 from imagerag import ingestion, manifest
 from imagerag.adapters.blob import AzureBlobStore
+from imagerag.adapters.local_index import LocalImageIndex
+from imagerag.adapters.local_vectorizer import LocalVectorizer
+from imagerag.ports import ModelInfo
 
 
 @pytest.fixture
 def store(blob_service: BlobServiceClient) -> AzureBlobStore:
     return AzureBlobStore(service=blob_service)
+
+
+@pytest.fixture(scope="module")
+def vectorizer() -> CountingVectorizer:
+    return CountingVectorizer()
+
+
+class CountingVectorizer(LocalVectorizer):
+    """The real local model, counting the images it embeds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images = 0
+
+    def vectorize_image(self, data: bytes) -> list[float]:
+        self.images += 1
+        return super().vectorize_image(data)
+
+
+def _ingest(
+    store: AzureBlobStore,
+    vectorizer: LocalVectorizer,
+    index: LocalImageIndex,
+    container: str,
+    items: list[object],
+    *,
+    partition_size: int = 2,
+) -> tuple[dict, dict]:
+    """Run every step of one ingestion as the orchestrators do; return (report ref, report)."""
+    sha = _upload_metadata(store, container, items)
+    work_container = f"{container}-work"
+    instance_id = manifest.ingestion_instance_id(container, "metadata.json", sha)
+    plan = _plan(
+        store,
+        container,
+        sha,
+        work_container=work_container,
+        instance_id=instance_id,
+        partition_size=partition_size,
+    )
+    assert ingestion.ensure_index(index, vectorizer.model)["index"] == index.name
+    work = plan["work"]
+    target: ingestion.Target = {"index": index.name, "source": plan["metadata"]}
+    sizes = ingestion.partition_counts(plan["entries"], plan["partition_size"])
+    for i, size in enumerate(sizes):
+        results = [
+            ingestion.ingest_image(
+                store, vectorizer, index, work=work, partition=i, slot=slot, target=target
+            )
+            for slot in range(size)
+        ]
+        ingestion.write_partition_report(store, work=work, partition=i, results=results)
+    sync = ingestion.sync_deletions(
+        store, index, work=work, partitions=len(sizes), metadata=plan["metadata"], sha256=sha
+    )
+    ref = ingestion.write_report(
+        store,
+        work=work,
+        metadata=plan["metadata"],
+        sha256=sha,
+        partitions=len(sizes),
+        index=index.name,
+        deleted=sync["deleted"],
+    )
+    report = json.loads(store.read(work_container, ref["path"]))
+    return ref, report
+
+
+def _statuses(report: dict) -> list[tuple[str | None, str, str | None]]:
+    return [(r["image_blob_path"], r["status"], r.get("code")) for r in report["results"]]
 
 
 def _upload_metadata(store: AzureBlobStore, container: str, items: list[object]) -> str:
@@ -45,77 +120,121 @@ def _plan(
     )
 
 
-def test_ingestion_steps_end_to_end(store: AzureBlobStore, unique_container: str) -> None:
-    work_container = f"w{uuid.uuid4().hex[:12]}"
-    store.write(unique_container, "a.png", b"A" * 10, content_type="image/png")
-    store.write(unique_container, "dir/b.png", b"B" * 20, content_type="image/png")
-    sha = _upload_metadata(
-        store,
-        unique_container,
-        [
-            {"image_blob_path": "a.png", "description": "a"},
-            {"image_blob_path": "dir/b.png", "description": "b"},
-            {"image_blob_path": "gone.png", "description": "missing"},
-            {"image_blob_path": 7, "description": "bad"},
-            {"image_blob_path": "a.png", "description": "a again"},
-        ],
-    )
-    instance_id = manifest.ingestion_instance_id(unique_container, "metadata.json", sha)
-
-    plan = _plan(
-        store,
-        unique_container,
-        sha,
-        work_container=work_container,
-        instance_id=instance_id,
-        partition_size=2,
-    )
-    assert plan == {
-        "metadata": f"{unique_container}/metadata.json",
-        "entries": 5,
-        "partitions": 3,
-        "problems": 2,
-        "work": {"container": work_container, "prefix": instance_id},
-    }
-    work = plan["work"]
-
-    counts = []
-    for i in range(plan["partitions"]):
-        entries = ingestion.read_partition(store, work=work, partition=i)
-        assert all(e["container"] == unique_container for e in entries)
-        results = [ingestion.record_entry(store, e) for e in entries]
-        counts.append(
-            ingestion.write_partition_report(store, work=work, partition=i, results=results)
-        )
-    assert [c["entries"] for c in counts] == [2, 2, 1]
-
-    report_ref = ingestion.write_report(
-        store, work=work, metadata=plan["metadata"], sha256=sha, partitions=plan["partitions"]
-    )
-    assert report_ref == {
-        "container": work_container,
-        "path": f"{instance_id}/report.json",
-        "entries": 5,
-        "recorded": 2,
-        "missing": 1,
-        "invalid": 2,
-    }
-    report = json.loads(store.read(work_container, f"{instance_id}/report.json"))
-    assert report["metadata"] == f"{unique_container}/metadata.json"
-    assert report["entries"] == 5
-    rows = [(r["index"], r["image_blob_path"], r["status"], r["size"]) for r in report["results"]]
-    assert rows == [
-        (0, "a.png", "invalid", None),  # superseded by index 4
-        (1, "dir/b.png", "recorded", 20),
-        (2, "gone.png", "missing", None),
-        (3, None, "invalid", None),
-        (4, "a.png", "recorded", 10),
+def test_ingestion_steps_index_good_images_and_report_bad_ones(
+    store: AzureBlobStore, vectorizer: CountingVectorizer, unique_container: str, tmp_path: Path
+) -> None:
+    index = LocalImageIndex(directory=tmp_path, name=f"{unique_container}-v")
+    store.write(unique_container, "a.png", picture_bytes(1, "PNG"), content_type="image/png")
+    store.write(unique_container, "d/b.jpg", picture_bytes(2), content_type="image/jpeg")
+    store.write(unique_container, "t.jpg", b"text, not a picture", content_type="image/jpeg")
+    items: list[object] = [
+        {"image_blob_path": "a.png", "description": "first"},
+        {"image_blob_path": "d/b.jpg", "description": "second"},
+        {"image_blob_path": "gone.png", "description": "missing"},
+        {"image_blob_path": 7, "description": "bad"},
+        {"image_blob_path": "t.jpg", "description": "renamed text"},
+        {"image_blob_path": "a.png", "description": "first again"},
     ]
-    by_index = {r["index"]: r for r in report["results"]}
-    assert by_index[4]["id"] == manifest.document_id(unique_container, "a.png")
-    assert "last entry wins" in by_index[0]["reason"]
-    assert "must be a string" in by_index[3]["reason"]
-    assert by_index[3]["id"] is None
+    ref, report = _ingest(store, vectorizer, index, unique_container, items)
+    assert ref["entries"] == 6
+    assert (ref["indexed"], ref["skipped"], ref["failed"], ref["deleted"]) == (2, 4, 0, 0)
+    assert _statuses(report) == [
+        ("a.png", "skipped", "duplicate"),
+        ("d/b.jpg", "indexed", None),
+        ("gone.png", "skipped", "missing_blob"),
+        (None, "skipped", "wrong_type"),
+        ("t.jpg", "skipped", "unsupported_type"),
+        ("a.png", "indexed", None),
+    ]
+    a_id = manifest.document_id(unique_container, "a.png")
+    state = index.get_states([a_id])[a_id]
+    assert (state.description, state.source) == ("first again", f"{unique_container}/metadata.json")
+    [top, *_] = index.vector_search(vectorizer.vectorize_image(picture_bytes(1, "PNG")), top=2)
+    assert (top.id, top.filepath, top.title) == (a_id, "a.png", "a.png")
+
+
+def test_reingest_skips_the_vectorizer_and_syncs_deletions(
+    store: AzureBlobStore, vectorizer: CountingVectorizer, unique_container: str, tmp_path: Path
+) -> None:
+    index = LocalImageIndex(directory=tmp_path, name=f"{unique_container}-v")
+    for seed, path in enumerate(["a.jpg", "b.jpg", "c.jpg"]):
+        store.write(unique_container, path, picture_bytes(seed), content_type="image/jpeg")
+    items = [{"image_blob_path": p, "description": p} for p in ["a.jpg", "b.jpg", "c.jpg"]]
+    _ingest(store, vectorizer, index, unique_container, items)
+    source = f"{unique_container}/metadata.json"
+    assert len(index.ids_from_source(source)) == 3
+
+    # c removed, b re-described, a's picture replaced: only a is vectorized again.
+    store.write(unique_container, "a.jpg", picture_bytes(10), content_type="image/jpeg")
+    before = vectorizer.images
+    items = [
+        {"image_blob_path": "a.jpg", "description": "a.jpg"},
+        {"image_blob_path": "b.jpg", "description": "b, described anew"},
+    ]
+    ref, report = _ingest(store, vectorizer, index, unique_container, items)
+    assert vectorizer.images - before == 1
+    assert _statuses(report) == [("a.jpg", "indexed", None), ("b.jpg", "updated", None)]
+    assert ref["deleted"] == 1
+    assert index.ids_from_source(source) == {
+        manifest.document_id(unique_container, p) for p in ["a.jpg", "b.jpg"]
+    }
+
+    # Dropped again unchanged: nothing is vectorized or written.
+    before = vectorizer.images
+    ref, report = _ingest(store, vectorizer, index, unique_container, items)
+    assert vectorizer.images == before
+    assert [r["status"] for r in report["results"]] == ["unchanged", "unchanged"]
+    assert ref["deleted"] == 0
+
+
+def test_a_listed_image_that_turned_bad_keeps_its_document(
+    store: AzureBlobStore, vectorizer: CountingVectorizer, unique_container: str, tmp_path: Path
+) -> None:
+    index = LocalImageIndex(directory=tmp_path, name=f"{unique_container}-v")
+    store.write(unique_container, "a.jpg", picture_bytes(3), content_type="image/jpeg")
+    items = [{"image_blob_path": "a.jpg", "description": "a"}]
+    _ingest(store, vectorizer, index, unique_container, items)
+    store.write(unique_container, "a.jpg", b"overwritten by mistake", content_type="image/jpeg")
+    ref, report = _ingest(
+        store,
+        vectorizer,
+        index,
+        unique_container,
+        [*items, {"image_blob_path": "x.jpg", "description": "new, missing"}],
+    )
+    assert _statuses(report)[0] == ("a.jpg", "skipped", "unsupported_type")
+    assert ref["deleted"] == 0
+    assert len(index.ids_from_source(f"{unique_container}/metadata.json")) == 1
+
+
+def test_sync_leaves_deletions_to_a_newer_version(
+    store: AzureBlobStore, vectorizer: CountingVectorizer, unique_container: str, tmp_path: Path
+) -> None:
+    index = LocalImageIndex(directory=tmp_path, name=f"{unique_container}-v")
+    store.write(unique_container, "a.jpg", picture_bytes(3), content_type="image/jpeg")
+    _ingest(
+        store,
+        vectorizer,
+        index,
+        unique_container,
+        [{"image_blob_path": "a.jpg", "description": ""}],
+    )
+    sha = _upload_metadata(store, unique_container, [])
+    plan = _plan(store, unique_container, sha, work_container=f"{unique_container}-w")
+    _upload_metadata(store, unique_container, [{"image_blob_path": "b.jpg", "description": ""}])
+    sync = ingestion.sync_deletions(
+        store, index, work=plan["work"], partitions=0, metadata=plan["metadata"], sha256=sha
+    )
+    assert sync == {"deleted": 0, "superseded": True}
+    assert len(index.ids_from_source(plan["metadata"])) == 1
+
+
+def test_ensure_index_reports_a_model_mismatch(tmp_path: Path) -> None:
+    index = LocalImageIndex(directory=tmp_path, name="photos-v")
+    assert "error" not in ingestion.ensure_index(index, ModelInfo("m", "1", 16, False))
+    result = ingestion.ensure_index(index, ModelInfo("m", "2", 16, False))
+    assert result["error"]["code"] == "IndexModelMismatch"
+    assert "2" in result["error"]["message"]
 
 
 def test_plan_rejects_a_changed_file(store: AzureBlobStore, unique_container: str) -> None:
@@ -153,6 +272,25 @@ def test_empty_file_plans_no_partitions(store: AzureBlobStore, unique_container:
     )
     assert (plan["entries"], plan["partitions"]) == (0, 0)
     report = ingestion.write_report(
-        store, work=plan["work"], metadata=plan["metadata"], sha256=sha, partitions=0
+        store,
+        work=plan["work"],
+        metadata=plan["metadata"],
+        sha256=sha,
+        partitions=0,
+        index="unused-v",
+        deleted=0,
     )
     assert report["entries"] == 0
+
+
+def test_rejected_file_gets_a_report(store: AzureBlobStore, unique_container: str) -> None:
+    data = b"[1, 2"
+    store.write(unique_container, "metadata.json", data, content_type="application/json")
+    work_container = f"w{uuid.uuid4().hex[:12]}"
+    plan = _plan(
+        store, unique_container, hashlib.sha256(data).hexdigest(), work_container=work_container
+    )
+    container, _, path = plan["report"].partition("/")
+    report = json.loads(store.read(container, path))
+    assert report["error"] == plan["error"]
+    assert report["error"]["rule"] == "json"
