@@ -4,11 +4,13 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from activities.ingest import bp as ingest_activities
+from api.chat import bp as chat_api
 from api.ingestion import bp as ingestion_api
 from orchestrations.ingest import bp as ingest_orchestrations
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 app.register_functions(ingestion_api)
+app.register_functions(chat_api)
 app.register_functions(ingest_orchestrations)
 app.register_functions(ingest_activities)

@@ -68,6 +68,17 @@ class BlobStore(Protocol):
         """Create the container if it does not exist yet."""
         ...
 
+    def locate(self, url: str) -> tuple[str, str] | None:
+        """(container, path) of a blob URL of this account (as ``url`` returns them), or None
+        when the URL points elsewhere."""
+        ...
+
+    def read_url(self, container: str, path: str, *, expires_in_s: int) -> str | None:
+        """A URL that opens the blob for reading for ``expires_in_s`` seconds with no other
+        credential (a user-delegation SAS), or None when this store does not sign URLs
+        (connection strings, Azurite): the app then serves the blob itself."""
+        ...
+
 
 # --------------------------------------------------------------------------- vectorizer
 
@@ -286,14 +297,26 @@ class AnswerRequest:
 
 
 class AnswererError(Exception):
-    """The answering model failed; ``status`` is the upstream HTTP status when known."""
+    """The answering model failed; ``status`` is the upstream HTTP status when known and
+    ``retry_after_s`` its Retry-After hint when it gave one."""
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after_s = retry_after_s
 
 
 class Answerer(Protocol):
     """Writes the grounded answer, citing documents as ``[docN]``, as a stream of text deltas."""
 
-    def stream_answer(self, request: AnswerRequest) -> Iterator[str]: ...
+    @property
+    def sees_images(self) -> bool:
+        """Whether ``GroundingDocument.image_url`` is used (else callers need not load images)."""
+        ...
+
+    def stream_answer(self, request: AnswerRequest) -> Iterator[str]:
+        """Text deltas of the answer; AnswererError when the model fails (possibly after some
+        deltas were already produced)."""
+        ...

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
+from datetime import UTC, datetime, timedelta
+from urllib.parse import unquote
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -11,7 +14,13 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.storage.blob import BlobServiceClient, ContentSettings
+from azure.storage.blob import (
+    BlobSasPermissions,
+    BlobServiceClient,
+    ContentSettings,
+    UserDelegationKey,
+    generate_blob_sas,
+)
 
 from imagerag.ports import (
     BlobChangedError,
@@ -91,6 +100,55 @@ class AzureBlobStore:
         except HttpResponseError as exc:
             _raise_if_bad_request(exc, container, "")
             raise
+
+    def locate(self, url: str) -> tuple[str, str] | None:
+        account = self._service.url.rstrip("/") + "/"
+        if not url.startswith(account):
+            return None
+        container, _, path = url[len(account) :].split("?", 1)[0].partition("/")
+        if not container or not path:
+            return None
+        return container, unquote(path)
+
+    def read_url(self, container: str, path: str, *, expires_in_s: int) -> str | None:
+        # Only an identity-based client can get a user-delegation key; a key in a connection
+        # string could sign too, but then the app serves the blob and no key-signed URL leaves.
+        if not _is_token_credential(self._service.credential):
+            return None
+        now = datetime.now(UTC)
+        start, expiry = now - timedelta(minutes=5), now + timedelta(seconds=expires_in_s)
+        key = self._delegation_key(start, expiry)
+        sas = generate_blob_sas(
+            account_name=str(self._service.account_name),
+            container_name=container,
+            blob_name=path,
+            user_delegation_key=key,
+            permission=BlobSasPermissions(read=True),
+            start=start,
+            expiry=expiry,
+        )
+        return f"{self.url(container, path)}?{sas}"
+
+    def _delegation_key(self, start: datetime, expiry: datetime) -> UserDelegationKey:
+        # One key serves every URL until shortly before it expires (a round-trip each saved).
+        account = str(self._service.url)
+        with _DELEGATION_KEYS_LOCK:
+            cached = _DELEGATION_KEYS.get(account)
+            if cached is not None and cached[0] >= expiry:
+                return cached[1]
+            key_expiry = max(expiry, datetime.now(UTC) + timedelta(hours=1))
+            key = self._service.get_user_delegation_key(start, key_expiry)
+            _DELEGATION_KEYS[account] = (key_expiry, key)
+            return key
+
+
+# Per account URL: (expiry, key). Module-level so BlobStore instances share it.
+_DELEGATION_KEYS: dict[str, tuple[datetime, UserDelegationKey]] = {}
+_DELEGATION_KEYS_LOCK = threading.Lock()
+
+
+def _is_token_credential(credential: object) -> bool:
+    return callable(getattr(credential, "get_token", None))
 
 
 def _raise_if_bad_request(exc: HttpResponseError, container: str, path: str) -> None:

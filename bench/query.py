@@ -1,0 +1,249 @@
+"""Grounded-chat query latency on the local index: retrieval and endpoint overhead.
+
+    .venv/bin/python bench/query.py [--sizes 10000 100000] [--queries 40]
+
+For each size, an index of that many documents is seeded through the ImageIndex port: 20 real
+pictures (tests/sample_images.py, vectorized by the local EfficientNet-Lite0) among random
+non-negative unit vectors (pooled CNN features are non-negative, so random ones score like
+unrelated pictures), each with a random description. Queries are cropped, re-encoded copies of
+the real pictures with the text "what is this?".
+
+Reported per size (milliseconds, p50 / p95 over the queries, after one warm-up query):
+- vectorize: the query image through the local model;
+- search+fuse: image vector search + full-text search + RRF + strictness (retrieval minus
+  vectorize);
+- retrieval: vectorize + search + fuse (imagerag.retrieval.retrieve);
+- endpoint: the whole POST /api/chat/completions handler in-process (JSON parsing, data URL
+  decoding and image checks, retrieval, citations, the extractive answer, the response body),
+  i.e. everything but HTTP transport and a model;
+- overhead: endpoint minus the retrieval inside that same request;
+- top1: queries whose [doc1] is the picture the query was cropped from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+import azure.functions as func  # noqa: E402
+from sample_images import altered_copy, picture_bytes  # noqa: E402
+
+from imagerag import config, retrieval  # noqa: E402
+from imagerag.ports import IndexDocument, ModelInfo, Vectorizer  # noqa: E402
+
+REAL_PICTURES = 20
+BATCH = 2000
+WORDS = (
+    "red blue green yellow old new small large bright dark wooden metal stone glass river "
+    "mountain city street harbour boat car bicycle tree forest flower field sky cloud sunset "
+    "house window door table chair cup book dog cat bird horse child woman man market bridge "
+    "tower lamp road beach wave snow rain night morning garden fence wall roof train station"
+).split()
+
+
+class TimedVectorizer:
+    """The real vectorizer, remembering how long the last image took."""
+
+    def __init__(self, inner: Vectorizer) -> None:
+        self.inner = inner
+        self.last_s = 0.0
+
+    @property
+    def model(self) -> ModelInfo:
+        return self.inner.model
+
+    def vectorize_image(self, data: bytes) -> list[float]:
+        start = time.perf_counter()
+        try:
+            return self.inner.vectorize_image(data)
+        finally:
+            self.last_s = time.perf_counter() - start
+
+    def vectorize_text(self, text: str) -> list[float]:
+        return self.inner.vectorize_text(text)
+
+
+def seed_index(settings: config.Settings, name: str, size: int, real: list[list[float]]) -> None:
+    vectorizer = config.vectorizer(settings)
+    index = config.image_index(settings, name)
+    index.ensure(vectorizer.model)
+    rng = np.random.default_rng(size)
+    words = random.Random(size)
+    dims = vectorizer.model.dimensions
+    real_slots = dict(zip(rng.choice(size, len(real), replace=False).tolist(), real, strict=True))
+    for start in range(0, size, BATCH):
+        count = min(BATCH, size - start)
+        vectors = np.abs(rng.standard_normal((count, dims), dtype=np.float32))
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        documents = []
+        for offset in range(count):
+            n = start + offset
+            vector = real_slots.get(n)
+            path = f"pictures/{n}.jpg"
+            documents.append(
+                IndexDocument(
+                    id=f"doc-{n}",
+                    description=" ".join(words.choices(WORDS, k=8)),
+                    image_vector=vector if vector is not None else vectors[offset].tolist(),
+                    filepath=path,
+                    url=f"http://127.0.0.1:10000/devstoreaccount1/images/{path}",
+                    title=f"{n}.jpg",
+                    source="images/metadata.json",
+                    model_name=vectorizer.model.name,
+                    model_version=vectorizer.model.version,
+                    content_hash="0" * 64,
+                )
+            )
+        index.upsert(documents)
+    index.optimize()
+
+
+def percentiles(values: list[float]) -> str:
+    ms = sorted(v * 1000 for v in values)
+    p95 = ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))]
+    return f"{statistics.median(ms):7.1f} / {p95:7.1f}"
+
+
+def chat_body(query: bytes, index: str) -> bytes:
+    url = "data:image/jpeg;base64," + base64.b64encode(query).decode()
+    return json.dumps(
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "what is this?"},
+                        {"type": "image_url", "image_url": {"url": url}},
+                    ],
+                }
+            ],
+            "data_sources": [{"type": "azure_search", "parameters": {"index_name": index}}],
+        }
+    ).encode()
+
+
+def measure(settings: config.Settings, name: str, queries: list[bytes]) -> dict[str, Any]:
+    import imagerag.chat
+    from api.chat import chat_completions
+
+    timings: list[tuple[float, float]] = []  # (vectorize, retrieval) of each handled request
+    inner = retrieval.retrieve
+
+    def timed_retrieve(**kwargs: Any) -> retrieval.RetrievalResult:
+        vectorizer = kwargs["vectorizer"] = TimedVectorizer(kwargs["vectorizer"])
+        start = time.perf_counter()
+        result = inner(**kwargs)
+        timings.append((vectorizer.last_s, time.perf_counter() - start))
+        return result
+
+    imagerag.chat.retrieve = timed_retrieve  # type: ignore[assignment]
+    vectorize, search, total, endpoint = [], [], [], []
+    hits_first = 0
+    for i, query in enumerate([queries[0], *queries]):
+        request = func.HttpRequest(
+            method="POST",
+            url="http://127.0.0.1:7071/api/chat/completions",
+            headers={"Content-Type": "application/json"},
+            params={},
+            route_params={},
+            body=chat_body(query, name),
+        )
+        start = time.perf_counter()
+        response = chat_completions(request)
+        handled = time.perf_counter() - start
+        assert response.status_code == 200, response.get_body()[:300]
+        if i == 0:
+            continue  # warm-up: model load, vector matrix load, FTS reader
+        vectorized, retrieved = timings[-1]
+        vectorize.append(vectorized)
+        search.append(retrieved - vectorized)
+        total.append(retrieved)
+        endpoint.append(handled)
+        citations = json.loads(response.get_body())["choices"][0]["message"]["context"]
+        first = citations["citations"][0]["filepath"] if citations["citations"] else ""
+        hits_first += first in planted_paths[f"pictures/{(i - 1) % REAL_PICTURES}"]
+    imagerag.chat.retrieve = inner
+    overhead = [e - t for e, t in zip(endpoint, total, strict=True)]
+    return {
+        "vectorize": percentiles(vectorize),
+        "search+fuse": percentiles(search),
+        "retrieval": percentiles(total),
+        "endpoint": percentiles(endpoint),
+        "overhead": percentiles(overhead),
+        "top1": f"{hits_first}/{len(total)}",
+    }
+
+
+planted_paths: dict[str, set[str]] = {}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--queries", type=int, default=40)
+    args = parser.parse_args()
+
+    scratch = Path(tempfile.mkdtemp(prefix="query-bench-"))
+    os.environ.update(
+        {
+            "AzureWebJobsStorage": "UseDevelopmentStorage=true",  # never contacted here
+            "LOCAL_DATA_DIR": str(scratch),
+            "IMAGES_CONTAINER": "images",
+        }
+    )
+    for name in ("AZURE_OPENAI_ENDPOINT", "OPENAI_BASE_URL", "AZURE_VISION_ENDPOINT"):
+        os.environ.pop(name, None)
+    os.environ.pop("AZURE_SEARCH_ENDPOINT", None)
+    settings = config.Settings.from_env()
+    vectorizer = config.vectorizer(settings)
+    originals = [picture_bytes(seed) for seed in range(REAL_PICTURES)]
+    real = [vectorizer.vectorize_image(data) for data in originals]
+    queries = [altered_copy(originals[i % REAL_PICTURES]) for i in range(args.queries)]
+    rows = []
+    try:
+        for size in args.sizes:
+            name = f"bench{size}-v"
+            start = time.perf_counter()
+            seed_index(settings, name, size, real)
+            seeded_s = time.perf_counter() - start
+            index = config.image_index(settings, name)
+            # Which seeded path holds each real picture: found by its own vector.
+            planted_paths.clear()
+            for seed, vector in enumerate(real):
+                top = index.vector_search(vector, top=1)[0]
+                planted_paths.setdefault(f"pictures/{seed}", set()).add(str(top.filepath))
+            row = {
+                "docs": f"{size:,}",
+                "seed s": f"{seeded_s:.0f}",
+                **measure(settings, name, queries),
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    print(f"\nquery latency, ms p50 / p95 over {args.queries} queries ({os.cpu_count()} CPUs)")
+    headers = list(rows[0])
+    widths = [max(len(h), *(len(str(r[h])) for r in rows)) for h in headers]
+    print("  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True)))
+    for row in rows:
+        print("  ".join(str(row[h]).rjust(w) for h, w in zip(headers, widths, strict=True)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Vectorizer throughput: the local EfficientNet model and the Azure adapter's pacing.
+
+    .venv/bin/python bench/vectorizer.py [--images 96] [--azure-images 200]
+
+Local: raw model throughput on preprocessed tensors at batch 1, 8, 16, 32; preprocessing
+(decode + resize + crop) throughput; LocalVectorizer with 16 threads calling
+vectorize_image, and its ratio to the raw batch-32 number measured in the same run.
+Azure: AzureVisionVectorizer against the local fake capped at 20 TPS with 100 ms latency,
+16 threads: achieved TPS, its ratio to the cap, and how many 429s the fake answered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+from fakes.vision_service import FakeVisionService  # noqa: E402
+from sample_images import picture_bytes  # noqa: E402
+
+from imagerag.adapters.azure_vision import AzureVisionVectorizer  # noqa: E402
+from imagerag.adapters.local_vectorizer import (  # noqa: E402
+    LocalVectorizer,
+    embed_batch,
+    load_model,
+    preprocess,
+)
+
+THREADS = 16
+KEY = "bench-key"
+
+
+def row(name: str, count: int, seconds: float, note: str = "") -> float:
+    rate = count / seconds
+    print(f"{name:<44} {count:>6} {seconds:>8.2f} {rate:>9.1f}  {note}")
+    return rate
+
+
+def raw_model(images: list[bytes]) -> float:
+    model = load_model()
+    pixels = np.stack([preprocess(data) for data in images])
+    batch32 = 0.0
+    for size in (1, 8, 16, 32):
+        embed_batch(model, pixels[:size])  # warm-up: oneDNN primes each input shape once
+        count = max(size, len(pixels) // size * size)
+        started = time.perf_counter()
+        for start in range(0, count, size):
+            embed_batch(model, pixels[start : start + size])
+        rate = row(f"raw model, batch {size}", count, time.perf_counter() - started)
+        batch32 = rate if size == 32 else batch32
+    return batch32
+
+
+def preprocessing(images: list[bytes]) -> None:
+    started = time.perf_counter()
+    for data in images:
+        preprocess(data)
+    row("preprocess (decode+resize+crop), 1 thread", len(images), time.perf_counter() - started)
+    with ThreadPoolExecutor(THREADS) as pool:
+        started = time.perf_counter()
+        list(pool.map(preprocess, images))
+        seconds = time.perf_counter() - started
+    row(f"preprocess, {THREADS} threads", len(images), seconds)
+
+
+def local_vectorizer(images: list[bytes], batch32: float) -> None:
+    vectorizer = LocalVectorizer()
+    vectorizer.vectorize_image(images[0])  # start the worker, load the model
+    passes = vectorizer.forward_passes
+    with ThreadPoolExecutor(THREADS) as pool:
+        started = time.perf_counter()
+        list(pool.map(vectorizer.vectorize_image, images))
+        seconds = time.perf_counter() - started
+    batches = vectorizer.forward_passes - passes
+    rate = len(images) / seconds
+    row(
+        f"LocalVectorizer, {THREADS} threads",
+        len(images),
+        seconds,
+        f"{rate / batch32:.2f}x raw batch 32; {batches} passes, "
+        f"mean batch {len(images) / batches:.1f}",
+    )
+
+
+def azure_paced(count: int, tps: float, latency_s: float) -> None:
+    images = [picture_bytes(seed, "JPEG", size=(64, 48)) for seed in range(count)]
+    with FakeVisionService(key=KEY, rate_limit_tps=tps, latency_s=latency_s) as service:
+        vectorizer = AzureVisionVectorizer(
+            endpoint=service.endpoint, key=KEY, token_provider=None, max_attempts=10
+        )
+        with ThreadPoolExecutor(THREADS) as pool:
+            started = time.perf_counter()
+            list(pool.map(vectorizer.vectorize_image, images))
+            seconds = time.perf_counter() - started
+        achieved = count / seconds
+        rate = vectorizer.pacer.rate
+        row(
+            f"Azure adapter vs fake ({tps:g} TPS, {latency_s * 1000:.0f} ms), {THREADS} thr",
+            count,
+            seconds,
+            f"{achieved / tps:.2f}x the cap; {service.throttled} x 429 of "
+            f"{len(service.requests)} requests; final pacing "
+            + (f"{rate:.1f}/s" if rate else "off"),
+        )
+        assert not service.violations, service.violations
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=96, help="local images (multiple of 32)")
+    parser.add_argument("--azure-images", type=int, default=200)
+    parser.add_argument("--tps", type=float, default=20.0)
+    parser.add_argument("--latency", type=float, default=0.1)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)  # the adapter's retry warnings are counted below
+
+    images = [picture_bytes(seed, "JPEG", size=(640, 480)) for seed in range(args.images)]
+    print(f"{os.cpu_count()} cores; images: {args.images} JPEG 640x480 (procedural)")
+    print(f"{'':<44} {'images':>6} {'seconds':>8} {'per s':>9}")
+    batch32 = raw_model(images)
+    preprocessing(images)
+    local_vectorizer(images, batch32)
+    azure_paced(args.azure_images, args.tps, args.latency)
+
+
+if __name__ == "__main__":
+    main()

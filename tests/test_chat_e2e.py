@@ -1,0 +1,335 @@
+"""Grounded chat end to end: the openai SDK against devhost, Azurite, the local vectorizer and
+index, and the extractive answerer. The index is seeded through the ports (not ingestion)."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+import requests
+from sample_images import altered_copy, picture_bytes
+
+from imagerag import config, manifest
+from imagerag.ports import IndexDocument
+
+API_VERSION = "2024-10-21"
+P = "data_sources[0].parameters"
+DESCRIPTIONS = {
+    0: "a red bicycle leaning against a brick wall",
+    1: "a lighthouse on a rocky coast at sunset",
+    2: "a bowl of green apples on a kitchen table",
+    3: "a snowy mountain peak above a pine forest",
+    4: "a yellow taxi waiting at a city crossing",
+    5: "an old sailing boat moored in a quiet harbour",
+    6: "a field of sunflowers under a blue sky",
+    7: "a cup of coffee next to an open notebook",
+}
+
+
+@dataclass(frozen=True)
+class Seeded:
+    container: str
+    data_dir: Path
+    originals: dict[int, bytes]
+
+    @property
+    def index(self) -> str:
+        return config.index_name_for(self.container)
+
+    def env(self) -> dict[str, str | None]:
+        return {
+            "IMAGES_CONTAINER": self.container,
+            "LOCAL_DATA_DIR": str(self.data_dir),
+            "CHAT_DEFAULT_INDEX": None,
+            "AZURE_OPENAI_ENDPOINT": None,
+            "OPENAI_BASE_URL": None,
+            "AZURE_VISION_ENDPOINT": None,
+            "AZURE_SEARCH_ENDPOINT": None,
+        }
+
+
+def path_of(seed: int) -> str:
+    return f"pictures/{seed}.jpg"
+
+
+@pytest.fixture(scope="module")
+def seeded(azurite, blob_service, tmp_path_factory) -> Seeded:
+    container = f"chat{uuid.uuid4().hex[:10]}"
+    data_dir = tmp_path_factory.mktemp("chat-data")
+    settings = config.Settings.from_env(
+        {
+            "AzureWebJobsStorage": azurite.connection_string,
+            "IMAGES_CONTAINER": container,
+            "LOCAL_DATA_DIR": str(data_dir),
+        }
+    )
+    store = config.blob_store(settings)
+    store.ensure_container(container)
+    vectorizer = config.vectorizer(settings)
+    index = config.image_index(settings, config.index_name_for(container))
+    index.ensure(vectorizer.model)
+    originals = {seed: picture_bytes(seed) for seed in DESCRIPTIONS}
+    documents = []
+    for seed, data in originals.items():
+        store.write(container, path_of(seed), data, content_type="image/jpeg")
+        documents.append(
+            IndexDocument(
+                id=manifest.document_id(container, path_of(seed)),
+                description=DESCRIPTIONS[seed],
+                image_vector=vectorizer.vectorize_image(data),
+                filepath=path_of(seed),
+                url=store.url(container, path_of(seed)),
+                title=f"{seed}.jpg",
+                source=f"{container}/metadata.json",
+                model_name=vectorizer.model.name,
+                model_version=vectorizer.model.version,
+                content_hash="0" * 64,
+            )
+        )
+    index.upsert(documents)
+    return Seeded(container=container, data_dir=data_dir, originals=originals)
+
+
+@pytest.fixture
+def host(devhost, seeded, repo_root):
+    return devhost(repo_root, env=seeded.env())
+
+
+def data_url(data: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode()
+
+
+def image_question(data: bytes, question: str = "What is this?") -> list[dict[str, Any]]:
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": question},
+                {"type": "image_url", "image_url": {"url": data_url(data)}},
+            ],
+        }
+    ]
+
+
+def source(seeded: Seeded, **parameters: Any) -> dict[str, Any]:
+    return {
+        "data_sources": [
+            {
+                "type": "azure_search",
+                "parameters": {"index_name": seeded.index, **parameters},
+            }
+        ]
+    }
+
+
+def context_of(message: Any) -> dict[str, Any]:
+    return dict(message.model_extra["context"])
+
+
+def sdk(host) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{host.base_url}/api", api_key="unused", max_retries=0)
+
+
+def azure_sdk(host) -> openai.AzureOpenAI:
+    # Functions put every HTTP route under the route prefix ("api"), so the Azure-style path
+    # /openai/deployments/... lives under {host}/api.
+    return openai.AzureOpenAI(
+        azure_endpoint=f"{host.base_url}/api",
+        api_key="unused",
+        api_version=API_VERSION,
+        max_retries=0,
+    )
+
+
+def test_a_cropped_reencoded_copy_cites_its_original_first(host, seeded):
+    client = sdk(host)
+    for seed in (3, 6):
+        query = altered_copy(seeded.originals[seed])
+        completion = client.chat.completions.create(
+            model="anything",
+            messages=image_question(query),  # type: ignore[arg-type]
+            extra_body=source(
+                seeded, include_contexts=["citations", "intent", "all_retrieved_documents"]
+            ),
+        )
+        message = completion.choices[0].message
+        context = context_of(message)
+        first = context["citations"][0]
+        assert first["filepath"] == path_of(seed)
+        assert first["content"] == DESCRIPTIONS[seed]
+        assert "[doc1]" in (message.content or "")
+        assert DESCRIPTIONS[seed] in (message.content or "")
+        assert completion.id.startswith("chatcmpl-") and completion.object == "chat.completion"
+        retrieved = context["all_retrieved_documents"]
+        assert {d["filter_reason"] for d in retrieved} <= {None, "score"}
+        assert retrieved[0]["filepath"] == path_of(seed)
+
+        # The citation URL opens the image itself (served by this app from Azurite).
+        image = requests.get(first["url"], timeout=30)
+        assert image.status_code == 200
+        assert image.headers["Content-Type"] == "image/jpeg"
+        assert image.content == seeded.originals[seed]
+
+
+def test_the_azure_style_path_with_the_azure_sdk(host, seeded):
+    client = azure_sdk(host)
+    completion = client.chat.completions.create(
+        model="my-gpt-4o",
+        messages=image_question(altered_copy(seeded.originals[1])),  # type: ignore[arg-type]
+        extra_body=source(seeded, top_n_documents=2),
+    )
+    assert completion.model == "my-gpt-4o"
+    citations = context_of(completion.choices[0].message)["citations"]
+    assert len(citations) <= 2
+    assert citations[0]["filepath"] == path_of(1)
+
+    # An earlier turn's image is searched when the last turn has only text.
+    follow_up = [
+        *image_question(altered_copy(seeded.originals[5])),
+        {"role": "assistant", "content": "A boat [doc1]."},
+        {"role": "user", "content": "Tell me more about it."},
+    ]
+    completion = client.chat.completions.create(
+        model="my-gpt-4o",
+        messages=follow_up,
+        extra_body=source(seeded),  # type: ignore[arg-type]
+    )
+    assert context_of(completion.choices[0].message)["citations"][0]["filepath"] == path_of(5)
+
+
+def test_a_text_question_finds_images_by_description_in_the_default_index(host, seeded):
+    completion = sdk(host).chat.completions.create(
+        model="anything",
+        messages=[{"role": "user", "content": "Do I have a picture of a lighthouse?"}],
+    )
+    message = completion.choices[0].message
+    context = context_of(message)
+    assert context["citations"][0]["filepath"] == path_of(1)
+    assert "lighthouse" in (message.content or "") and "[doc1]" in (message.content or "")
+    assert "lighthouse" in context["intent"]
+
+    nothing = sdk(host).chat.completions.create(
+        model="anything",
+        messages=[{"role": "user", "content": "zeppelin"}],
+        extra_body=source(seeded),
+    )
+    assert nothing.choices[0].message.content == (
+        "The requested information is not available in the retrieved data. "
+        "Please try another query or topic."
+    )
+
+
+def test_streaming_yields_context_first_then_content_then_ends(host, seeded):
+    stream = sdk(host).chat.completions.create(
+        model="anything",
+        messages=image_question(altered_copy(seeded.originals[0])),  # type: ignore[arg-type]
+        extra_body=source(seeded),
+        stream=True,
+    )
+    chunks = list(stream)
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    first = chunks[0].choices[0].delta
+    assert first.role == "assistant"
+    assert first.model_extra["context"]["citations"][0]["filepath"] == path_of(0)
+    contents = [c.choices[0].delta.content for c in chunks[1:] if c.choices[0].delta.content]
+    assert len(contents) > 1
+    assert "[doc1]" in "".join(contents)
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+    raw = requests.post(
+        f"{host.base_url}/api/chat/completions",
+        json={"messages": [{"role": "user", "content": "lighthouse"}], "stream": True},
+        timeout=60,
+    )
+    assert raw.headers["Content-Type"].startswith("text/event-stream")
+    assert raw.text.endswith("data: [DONE]\n\n")
+
+
+def error_of(exc: openai.APIStatusError) -> dict[str, Any]:
+    body = exc.response.json()
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    return dict(body["error"])
+
+
+def test_malformed_requests_get_the_documented_errors(host, seeded):
+    client = sdk(host)
+    question = [{"role": "user", "content": "lighthouse"}]
+
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(
+            model="m",
+            messages=question,
+            extra_body=source(seeded, strictness=9),  # type: ignore[arg-type]
+        )
+    assert error_of(bad.value)["param"] == f"{P}.strictness"
+
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(
+            model="m",
+            messages=question,  # type: ignore[arg-type]
+            extra_body={"data_sources": [{"type": "azure_search", "parameters": {}}]},
+        )
+    assert error_of(bad.value)["param"] == f"{P}.index_name"
+
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.chat.completions.create(
+            model="m",
+            messages=question,  # type: ignore[arg-type]
+            extra_body={
+                "data_sources": [
+                    {"type": "azure_search", "parameters": {"index_name": "no-such-index-v"}}
+                ]
+            },
+        )
+    assert error_of(missing.value)["code"] == "index_not_found"
+
+    not_an_image = image_question(b"just some text, not a picture")
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(model="m", messages=not_an_image)  # type: ignore[arg-type]
+    assert error_of(bad.value)["param"] == "messages[0].content[1].image_url.url"
+
+    with pytest.raises(openai.APIStatusError) as too_large:
+        client.chat.completions.create(
+            model="m",
+            messages=image_question(b"\xff" * (21 * 1024 * 1024)),  # type: ignore[arg-type]
+        )
+    assert too_large.value.status_code == 413
+    assert error_of(too_large.value)["code"] == "image_too_large"
+
+    private = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "this?"},
+                {"type": "image_url", "image_url": {"url": "http://127.0.0.1:10000/x.jpg"}},
+            ],
+        }
+    ]
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(model="m", messages=private)  # type: ignore[arg-type]
+    assert error_of(bad.value)["code"] == "image_url_not_allowed"
+
+    no_version = requests.post(
+        f"{host.base_url}/api/openai/deployments/gpt-4o/chat/completions",
+        json={"messages": question},
+        timeout=30,
+    )
+    assert no_version.status_code == 400
+    assert no_version.json()["error"]["param"] == "api-version"
+
+
+def test_the_image_route_serves_only_the_images_container(host, seeded, blob_service):
+    other = f"secret{uuid.uuid4().hex[:8]}"
+    blob_service.create_container(other)
+    blob_service.get_container_client(other).upload_blob("pictures/0.jpg", b"private")
+    base = f"{host.base_url}/api/images"
+    assert requests.get(f"{base}/{seeded.container}/{path_of(0)}", timeout=30).status_code == 200
+    for url in (f"{base}/{other}/pictures/0.jpg", f"{base}/{seeded.container}/pictures/none.jpg"):
+        refused = requests.get(url, timeout=30)
+        assert refused.status_code == 404
+        assert refused.json()["error"]["code"] == "not_found"

@@ -1,0 +1,476 @@
+"""The Vectorizer port's adapters: the local EfficientNet model and Azure AI Vision (against
+the local fake in fakes.vision_service)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from fakes.vision_service import FakeVisionService, image_vector, text_vector
+from PIL import Image
+from sample_images import altered_copy, encode, picture, picture_bytes
+
+from imagerag.adapters import local_vectorizer
+from imagerag.adapters.azure_vision import AzureVisionVectorizer, RatePacer, parse_retry_after
+from imagerag.adapters.local_vectorizer import LocalVectorizer, preprocess
+from imagerag.ports import VectorizerError, VectorizerInputError, VectorizerUnavailableError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+KEY = "fake-vision-key-0123456789"
+TOKEN = "fake-entra-token-abcdef"
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def unit(vector: list[float]) -> list[float]:
+    norm = math.sqrt(sum(v * v for v in vector))
+    return [v / norm for v in vector]
+
+
+# =========================================================================== local model
+
+
+@pytest.fixture(scope="module")
+def local() -> LocalVectorizer:
+    return LocalVectorizer()
+
+
+def test_local_model_info(local: LocalVectorizer) -> None:
+    info = local.model
+    assert (info.name, info.dimensions, info.supports_text) == ("efficientnet-lite0", 1280, False)
+    assert local_vectorizer.WEIGHTS_TAG in info.version
+    assert local_vectorizer.PREPROCESSING_TAG in info.version
+
+
+def test_importing_the_local_adapter_does_not_import_torch() -> None:
+    code = (
+        "import sys, imagerag.adapters.local_vectorizer as m; m.LocalVectorizer(); "
+        "assert 'torch' not in sys.modules and 'numpy' not in sys.modules, 'eager import'"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)
+
+
+def test_local_vector_is_unit_length_and_deterministic(local: LocalVectorizer) -> None:
+    data = picture_bytes(1)
+    first = local.vectorize_image(data)
+    second = local.vectorize_image(data)
+    assert len(first) == 1280
+    assert math.isclose(math.sqrt(sum(v * v for v in first)), 1.0, rel_tol=1e-5)
+    assert np.allclose(first, second, atol=1e-6)
+
+
+def test_local_formats_of_one_picture_embed_together(local: LocalVectorizer) -> None:
+    image = picture(2)
+    vectors = {
+        fmt: local.vectorize_image(encode(image, fmt)) for fmt in ("PNG", "GIF", "BMP", "TIFF")
+    }
+    vectors["JPEG"] = local.vectorize_image(encode(image, "JPEG", quality=90))
+    other = local.vectorize_image(picture_bytes(3, "PNG"))
+    for fmt, vector in vectors.items():
+        assert cosine(vector, vectors["PNG"]) > 0.9, fmt
+        assert cosine(vector, vectors["PNG"]) > cosine(other, vectors["PNG"]) + 0.05, fmt
+
+
+def test_local_altered_copies_find_their_original(local: LocalVectorizer) -> None:
+    originals = [picture_bytes(seed) for seed in range(100, 112)]
+    queries = [altered_copy(data) for data in originals]
+    with ThreadPoolExecutor(8) as pool:
+        index = np.array(list(pool.map(local.vectorize_image, originals)))
+        asked = np.array(list(pool.map(local.vectorize_image, queries)))
+    nearest = (asked @ index.T).argmax(axis=1)
+    assert nearest.tolist() == list(range(len(originals)))
+
+
+def test_local_concurrent_calls_are_batched_and_match_sequential() -> None:
+    vectorizer = LocalVectorizer(max_batch=16, max_wait_s=0.05)
+    images = [picture_bytes(seed, "PNG", size=(160, 120)) for seed in range(200, 216)]
+    sequential = [vectorizer.vectorize_image(data) for data in images]
+    passes, embedded = vectorizer.forward_passes, vectorizer.images_embedded
+    start = threading.Barrier(len(images))
+
+    def call(data: bytes) -> list[float]:
+        start.wait()
+        return vectorizer.vectorize_image(data)
+
+    with ThreadPoolExecutor(len(images)) as pool:
+        concurrent = list(pool.map(call, images))
+
+    assert vectorizer.images_embedded - embedded == len(images)
+    assert vectorizer.forward_passes - passes < len(images)
+    assert np.allclose(concurrent, sequential, atol=1e-4)
+
+
+def test_local_batch_failure_fails_its_callers_and_worker_survives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    vectorizer = LocalVectorizer(max_wait_s=0.0)
+    data = picture_bytes(4)
+
+    def broken(model: object, batch: object) -> object:
+        raise RuntimeError("simulated out of memory")
+
+    monkeypatch.setattr(local_vectorizer, "embed_batch", broken)
+    with pytest.raises(VectorizerError, match="simulated out of memory"):
+        vectorizer.vectorize_image(data)
+    monkeypatch.undo()
+    assert len(vectorizer.vectorize_image(data)) == 1280
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"not an image at all", picture_bytes(5, "PNG")[:300], b"\xff\xd8\xff\xe0" + b"\0" * 64],
+    ids=["empty", "text", "truncated-png", "bad-jpeg"],
+)
+def test_local_undecodable_bytes_are_input_errors(local: LocalVectorizer, data: bytes) -> None:
+    with pytest.raises(VectorizerInputError):
+        local.vectorize_image(data)
+
+
+def test_local_has_no_text_encoder(local: LocalVectorizer) -> None:
+    with pytest.raises(VectorizerInputError, match="no text encoder"):
+        local.vectorize_text("a red bicycle")
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+
+def _saved(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def test_preprocess_shape_and_scaling() -> None:
+    pixels = preprocess(picture_bytes(6, size=(640, 360)))
+    assert pixels.shape == (3, 224, 224) and pixels.dtype == np.float32
+    white = preprocess(_saved(Image.new("RGB", (50, 40), (255, 255, 255)), "PNG"))
+    assert np.allclose(white, 1.0)  # (255 - 127) / 128
+
+
+@pytest.mark.parametrize("mode", ["L", "1", "P", "RGBA", "LA", "CMYK", "I;16", "I"])
+def test_preprocess_converts_modes_to_rgb(mode: str) -> None:
+    rgb = picture(7)
+    if mode == "I;16":
+        image = Image.fromarray(np.asarray(rgb.convert("L"), dtype=np.uint16) * 257)
+        assert image.mode == "I;16"
+    elif mode == "I":
+        image = rgb.convert("L").convert("I").point(lambda v: v * 257)
+    else:
+        image = rgb.convert(mode)
+    fmt = "TIFF" if mode in ("CMYK", "I") else "PNG"
+    pixels = preprocess(_saved(image, fmt))
+    assert pixels.shape == (3, 224, 224)
+    if mode in ("L", "I;16", "I"):
+        # 16-bit data is rescaled, not clipped: it matches the 8-bit greyscale picture.
+        expected = preprocess(_saved(rgb.convert("L"), "PNG"))
+        assert np.abs(pixels - expected).mean() < 0.02, mode
+
+
+def test_preprocess_flattens_transparency_onto_white() -> None:
+    clear = Image.new("RGBA", (40, 40), (0, 0, 0, 0))
+    assert np.allclose(preprocess(_saved(clear, "PNG")), 1.0)
+
+
+def test_preprocess_applies_exif_orientation() -> None:
+    upright = picture(8, size=(320, 240))
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # what the camera wrote
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display": undoes the stored rotation
+    tagged = _saved(stored, "JPEG", quality=95, exif=exif)
+    expected = preprocess(encode(upright, "JPEG", quality=95))
+    assert np.abs(preprocess(tagged) - expected).mean() < 0.05
+    assert np.abs(preprocess(_saved(stored, "JPEG", quality=95)) - expected).mean() > 0.1
+
+
+def test_preprocess_uses_the_first_frame_of_an_animation() -> None:
+    first, second = picture(9).convert("P"), picture(10).convert("P")
+    animated = _saved(first, "GIF", save_all=True, append_images=[second], duration=100)
+    assert np.allclose(preprocess(animated), preprocess(_saved(first, "GIF")))
+
+
+def test_preprocess_jpeg_draft_keeps_the_geometry() -> None:
+    large = picture(11, size=(1600, 1200))
+    drafted = preprocess(encode(large, "JPEG", quality=95))
+    exact = preprocess(_saved(large, "PNG"))
+    assert np.abs(drafted - exact).mean() < 0.05
+
+
+# =========================================================================== Azure AI Vision
+
+
+class Sleeps:
+    """A fake clock and sleep: waits are recorded and advance the clock instead of blocking."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.waits: list[float] = []
+        self._lock = threading.Lock()
+
+    def clock(self) -> float:
+        with self._lock:
+            return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.waits.append(seconds)
+            self.now += seconds
+
+
+@pytest.fixture
+def service() -> Iterator[FakeVisionService]:
+    with FakeVisionService(key=KEY, tokens=(TOKEN,)) as fake:
+        yield fake
+    assert fake.violations == []
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    return Sleeps()
+
+
+def azure(service: FakeVisionService, sleeps: Sleeps, **options: object) -> AzureVisionVectorizer:
+    settings: dict[str, object] = {"key": KEY, "token_provider": None, **options}
+    return AzureVisionVectorizer(
+        endpoint=service.endpoint,
+        sleep=sleeps.sleep,
+        clock=sleeps.clock,
+        **settings,  # type: ignore[arg-type]
+    )
+
+
+def test_azure_image_request_contract_with_key(service: FakeVisionService, sleeps: Sleeps) -> None:
+    data = picture_bytes(20)
+    vector = azure(service, sleeps).vectorize_image(data)
+    assert len(vector) == 1024
+    assert math.isclose(math.sqrt(sum(v * v for v in vector)), 1.0, rel_tol=1e-9)
+    assert np.allclose(vector, unit(image_vector(data)))
+    [request] = service.requests
+    assert (request.method, request.path) == ("POST", "/computervision/retrieval:vectorizeImage")
+    assert request.query == {"api-version": ["2024-02-01"], "model-version": ["2023-04-15"]}
+    assert request.headers["Content-Type"] == "application/octet-stream"
+    assert request.auth == "key" and request.size == len(data) and request.status == 200
+
+
+def test_azure_text_with_bearer_token(service: FakeVisionService, sleeps: Sleeps) -> None:
+    calls: list[int] = []
+
+    def token_provider() -> str:
+        calls.append(1)
+        return TOKEN
+
+    vectorizer = azure(service, sleeps, key=None, token_provider=token_provider)
+    vector = vectorizer.vectorize_text("a red bicycle leaning on a wall")
+    assert np.allclose(vector, unit(text_vector("a red bicycle leaning on a wall")))
+    [request] = service.requests
+    assert request.path == "/computervision/retrieval:vectorizeText"
+    assert request.auth == "bearer" and calls == [1]
+    assert request.headers["Content-Type"] == "application/json"
+    assert vectorizer.model.supports_text and vectorizer.model.dimensions == 1024
+    assert vectorizer.model.version == "2023-04-15"
+
+
+@pytest.mark.parametrize("text", ["", "   ", " ".join(["word"] * 71)])
+def test_azure_text_length_is_checked_locally(
+    service: FakeVisionService, sleeps: Sleeps, text: str
+) -> None:
+    with pytest.raises(VectorizerInputError, match="1 to 70 words"):
+        azure(service, sleeps).vectorize_text(text)
+    assert service.requests == []
+
+
+def test_azure_needs_exactly_one_credential() -> None:
+    for key, provider in ((None, None), ("k", lambda: "t")):
+        with pytest.raises(ValueError, match="exactly one"):
+            AzureVisionVectorizer(endpoint="https://x", key=key, token_provider=provider)
+
+
+def test_azure_honours_retry_after_on_429(service: FakeVisionService, sleeps: Sleeps) -> None:
+    service.fail_next(429, 2, retry_after="3")
+    vector = azure(service, sleeps).vectorize_image(picture_bytes(21))
+    assert len(vector) == 1024
+    assert [r.status for r in service.requests] == [429, 429, 200]
+    assert sleeps.waits[:2] == [pytest.approx(3.0), pytest.approx(3.0)]
+
+
+def test_azure_honours_retry_after_ms(service: FakeVisionService, sleeps: Sleeps) -> None:
+    service.fail_next(429, 1, retry_after="1", retry_after_ms="250")
+    azure(service, sleeps).vectorize_image(picture_bytes(22))
+    assert sleeps.waits[0] == pytest.approx(0.25)
+
+
+def test_a_429_holds_back_the_other_threads_too(sleeps: Sleeps) -> None:
+    pacer = RatePacer(clock=sleeps.clock, sleep=sleeps.sleep)
+    for _ in range(5):
+        assert pacer.acquire() == 0  # unpaced until the first 429
+        pacer.succeeded(sleeps.now)
+    pacer.throttled(2.0, fallback_s=0.5)
+    waits: list[float] = []
+    other = threading.Thread(target=lambda: waits.append(pacer.acquire()))
+    other.start()
+    other.join()
+    assert waits == [pytest.approx(2.0)]
+    assert pacer.rate == pytest.approx(4.5)  # paced from now on: 90 % of 5 accepted
+
+
+def test_pacer_samples_the_accepted_rate_by_start_time(sleeps: Sleeps) -> None:
+    pacer = RatePacer(clock=sleeps.clock, sleep=sleeps.sleep)
+    starts = []
+    for _ in range(20):  # 20 requests start within 0.1 s ...
+        pacer.acquire()
+        starts.append(sleeps.now)
+        sleeps.now += 0.005
+    pacer.succeeded(starts[0])  # ... only one reply is in when the 21st gets a 429
+    pacer.throttled(1.0, fallback_s=1.0)
+    for started in starts[1:]:
+        pacer.succeeded(started)
+    assert pacer.rate is None  # decided when the gate opens
+    assert pacer.acquire() == pytest.approx(1.0)
+    assert pacer.rate == pytest.approx(18.0)
+    opened = sleeps.now
+    for _ in range(3):
+        pacer.acquire()
+    assert sleeps.now - opened == pytest.approx(3 / 18.0)
+    pacer.throttled(1.0, fallback_s=1.0)
+    pacer.throttled(1.0, fallback_s=1.0)  # the same episode: one cut only
+    assert pacer.rate == pytest.approx(0.9 * 18.0)
+
+
+def test_azure_retries_5xx_then_succeeds(service: FakeVisionService, sleeps: Sleeps) -> None:
+    service.fail_next(503, 2)
+    vector = azure(service, sleeps).vectorize_image(picture_bytes(23))
+    assert len(vector) == 1024
+    assert [r.status for r in service.requests] == [503, 503, 200]
+    assert len(sleeps.waits) == 2 and sleeps.waits[1] > sleeps.waits[0] * 0.9
+
+
+def test_azure_exhausted_retries_are_unavailable(
+    service: FakeVisionService, sleeps: Sleeps
+) -> None:
+    service.fail_next(429, 5, retry_after="2")
+    with pytest.raises(VectorizerUnavailableError) as caught:
+        azure(service, sleeps, max_attempts=3).vectorize_image(picture_bytes(24))
+    assert caught.value.status == 429 and caught.value.retry_after_s == pytest.approx(2.0)
+    assert len(service.requests) == 3
+
+
+def test_azure_long_retry_after_gives_up_at_once(
+    service: FakeVisionService, sleeps: Sleeps
+) -> None:
+    service.fail_next(429, 1, retry_after="300")
+    vectorizer = azure(service, sleeps, max_retry_after_s=60)
+    with pytest.raises(VectorizerUnavailableError) as caught:
+        vectorizer.vectorize_image(picture_bytes(25))
+    assert caught.value.retry_after_s == pytest.approx(300)
+    with pytest.raises(VectorizerUnavailableError):  # the gate stays closed for everyone
+        vectorizer.vectorize_image(picture_bytes(25))
+    assert len(service.requests) == 1 and sleeps.waits == []
+
+
+def test_azure_connection_errors_are_retried(sleeps: Sleeps) -> None:
+    with FakeVisionService(key=KEY) as gone:
+        endpoint = gone.endpoint  # the port is closed once the service stops
+    vectorizer = AzureVisionVectorizer(
+        endpoint=endpoint,
+        key=KEY,
+        token_provider=None,
+        max_attempts=3,
+        sleep=sleeps.sleep,
+        clock=sleeps.clock,
+    )
+    with pytest.raises(VectorizerUnavailableError) as caught:
+        vectorizer.vectorize_image(picture_bytes(26))
+    assert caught.value.status is None and len(sleeps.waits) == 2
+
+
+def test_azure_refused_image_is_an_input_error(service: FakeVisionService, sleeps: Sleeps) -> None:
+    with pytest.raises(VectorizerInputError, match="InvalidImageFormat") as caught:
+        azure(service, sleeps).vectorize_image(b"GIF89a but not really")
+    assert "not a valid image" in str(caught.value)
+    tiny = encode(Image.new("RGB", (5, 5)), "PNG")
+    with pytest.raises(VectorizerInputError, match="InvalidImageDimension"):
+        azure(service, sleeps).vectorize_image(tiny)
+    assert len(service.requests) == 2 and len(service.refusals) == 2
+
+
+def test_azure_unauthorised_is_a_configuration_error(sleeps: Sleeps) -> None:
+    with FakeVisionService(key=KEY) as service:
+        vectorizer = azure(service, sleeps, key="wrong-key-zzz")
+        with pytest.raises(VectorizerError) as caught:
+            vectorizer.vectorize_image(picture_bytes(27))
+    assert not isinstance(caught.value, VectorizerInputError)
+    message = str(caught.value)
+    assert "401" in message and "127.0.0.1" in message and "key" in message
+    assert "wrong-key-zzz" not in message and len(service.requests) == 1
+
+
+def test_azure_model_version_mismatch_is_detected(sleeps: Sleeps) -> None:
+    with FakeVisionService(key=KEY, answer_model_version="2022-04-11") as service:
+        with pytest.raises(VectorizerError, match="2022-04-11"):
+            azure(service, sleeps).vectorize_image(picture_bytes(28))
+
+
+def test_azure_never_logs_secrets(
+    service: FakeVisionService, sleeps: Sleeps, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    service.fail_next(503, 1)
+    service.fail_next(429, 1, retry_after="1")
+    azure(service, sleeps).vectorize_image(picture_bytes(29))
+    azure(service, sleeps, key=None, token_provider=lambda: TOKEN).vectorize_text("two words")
+    with pytest.raises(VectorizerError) as caught:
+        azure(service, sleeps, key=None, token_provider=lambda: "not-accepted").vectorize_text("x")
+    service.violations.clear()  # the refused token was the point of this call
+    assert "retrying" in caplog.text  # the retries were logged ...
+    for secret in (KEY, TOKEN, "not-accepted"):  # ... without any credential
+        assert secret not in caplog.text
+        assert secret not in str(caught.value)
+    assert KEY not in repr(azure(service, sleeps))
+
+
+def test_parse_retry_after_forms() -> None:
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    date = format_datetime(now + timedelta(seconds=7), usegmt=True)
+    assert parse_retry_after({"Retry-After": "2"}) == 2.0
+    assert parse_retry_after({"Retry-After": date}, now=now) == pytest.approx(7.0)
+    assert parse_retry_after({"Retry-After": "5", "retry-after-ms": "120"}) == pytest.approx(0.12)
+    assert parse_retry_after({"Retry-After": "soon"}) is None
+    assert parse_retry_after({}) is None
+
+
+# --------------------------------------------------------------------------- the fake itself
+
+
+def test_fake_service_records_contract_violations() -> None:
+    with FakeVisionService(key=KEY) as fake:
+        url = f"{fake.endpoint}/computervision/retrieval:vectorizeImage"
+        wrong_version = requests.post(
+            url,
+            params={"api-version": "2023-02-01-preview", "model-version": "2023-04-15"},
+            data=picture_bytes(30),
+            headers={"Ocp-Apim-Subscription-Key": KEY, "Content-Type": "application/octet-stream"},
+            timeout=10,
+        )
+        wrong_type = requests.post(
+            url,
+            params={"api-version": "2024-02-01", "model-version": "2023-04-15"},
+            data=picture_bytes(30),
+            headers={"Ocp-Apim-Subscription-Key": KEY, "Content-Type": "image/jpeg"},
+            timeout=10,
+        )
+    assert (wrong_version.status_code, wrong_type.status_code) == (404, 415)
+    assert len(fake.violations) == 2
+    assert all(r.headers["Ocp-Apim-Subscription-Key"] == "<redacted>" for r in fake.requests)
