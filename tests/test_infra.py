@@ -13,6 +13,7 @@ import ast
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -808,15 +809,26 @@ def test_funcignore_keeps_local_only_files_out() -> None:
 # --- (f) azure-functions-doctor ---------------------------------------------------------------
 
 
-def test_azure_functions_doctor_finds_nothing_unexplained() -> None:
+def test_azure_functions_doctor_finds_nothing_unexplained(tmp_path: Path) -> None:
     doctor = Path(sys.executable).parent / "azure-functions-doctor"
     assert doctor.is_file(), "azure-functions-doctor is in requirements-dev.txt"
+    # A fresh checkout as a developer has it after ./scripts/dev.sh: the doctor reads
+    # local.settings.json (git-ignored, made from the example) and nothing untracked.
+    project = tmp_path / "project"
+    shutil.copytree(
+        ROOT,
+        project,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "node_modules", ".azurite", ".devhost", ".imagerag", "*cache*"
+        ),
+    )
+    shutil.copy(project / "local.settings.example.json", project / "local.settings.json")
     result = subprocess.run(
         [
             str(doctor),
             "doctor",
             "--path",
-            str(ROOT),
+            str(project),
             "--profile",
             "full",
             "--hosting-plan",
