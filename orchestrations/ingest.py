@@ -113,6 +113,7 @@ def ingest_metadata(context: df.DurableOrchestrationContext) -> Orchestration:
     context.set_custom_status(
         {"phase": "completed", "total": plan["entries"], "done": plan["entries"]}
         | {"failed": report["skipped"] + report["failed"], "deleted": sync["deleted"]}
+        | {"partitions": len(sizes)}
         | {"byStatus": {status: report[status] for status in STATUSES}}
     )
     return result

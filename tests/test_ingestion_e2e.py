@@ -29,6 +29,8 @@ def app(devhost, blob_service, unique_container, tmp_path):
             "IMAGES_CONTAINER": unique_container,
             "WORK_CONTAINER": work,
             "LOCAL_DATA_DIR": str(tmp_path / "data"),
+            # Small partitions: several sub-orchestrations even for these short files.
+            "INGEST_PARTITION_SIZE": "3",
         },
         state_dir=tmp_path / "state",
     )
@@ -115,6 +117,7 @@ def test_good_images_are_searchable_and_bad_ones_reported(
         10,
         6,
     )
+    assert custom["partitions"] == 4  # 10 entries in partitions of 3
 
     report = read_report(blob_service, output)
     served = requests.get(
