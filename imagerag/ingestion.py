@@ -16,6 +16,7 @@ import json
 import logging
 import posixpath
 import threading
+import time
 from typing import Any, NotRequired, TypedDict
 
 from imagerag import images, manifest
@@ -48,6 +49,7 @@ STATUS_FAILED = "failed"  # a service stayed unavailable; dropping the file agai
 STATUSES = (STATUS_INDEXED, STATUS_UPDATED, STATUS_UNCHANGED, STATUS_SKIPPED, STATUS_FAILED)
 
 MISSING_BLOB = "missing_blob"
+SUPERSEDED = "superseded"
 VECTORIZER_REFUSED = "vectorizer_refused"
 SERVICE_UNAVAILABLE = "service_unavailable"
 
@@ -66,6 +68,7 @@ class PlanError(TypedDict):
 class Plan(TypedDict, total=False):
     metadata: str  # "container/blob path"
     index: str  # the image index: "<container>-v"
+    metadata_etag: str  # ETag of the metadata file version being ingested
     entries: int
     partitions: int
     partition_size: int
@@ -86,6 +89,7 @@ class EntryRef(TypedDict):
 class Target(TypedDict):
     index: str  # image index name
     source: str  # "container/metadata path": stored on each document for the deletion sync
+    etag: str  # the metadata file's ETag when planned: writes stop once it changes
 
 
 class EntryResult(TypedDict):
@@ -136,11 +140,18 @@ def plan_ingestion(
     metadata = f"{container}/{blob_path}"
     work: WorkRef = {"container": work_container, "prefix": instance_id}
     try:
-        data = store.read(container, blob_path)
+        props = store.properties(container, blob_path)
+        if props is None:
+            raise BlobNotFoundError(container, blob_path)
+        # Read at that ETag, so the ETag the image activities check is the one of these bytes.
+        etag = props.etag
+        data = store.read(container, blob_path, etag=etag)
     except BlobNotFoundError:
         error: PlanError = {"code": "MetadataNotFound", "message": "metadata file no longer exists"}
         return _reject(store, work, metadata, sha256, error)
-    if hashlib.sha256(data).hexdigest() != sha256:
+    except BlobChangedError:
+        data = None
+    if data is None or hashlib.sha256(data).hexdigest() != sha256:
         # A newer upload has its own trigger and instance; this one must not ingest it.
         error = {"code": "MetadataChanged", "message": "metadata changed while ingesting"}
         return _reject(store, work, metadata, sha256, error)
@@ -170,6 +181,7 @@ def plan_ingestion(
     return {
         "metadata": metadata,
         "index": index_name_for(container),
+        "metadata_etag": etag,
         "entries": parsed.count,
         "partitions": len(chunks),
         "partition_size": partition_size,
@@ -294,6 +306,8 @@ def ingest_image(
     if state is not None and _same_image(state, content_hash, vectorizer.model):
         if (state.description, state.source) == (description, source):
             result["status"] = STATUS_UNCHANGED
+        elif not _still_current(store, target):
+            return _superseded(result)
         else:
             index.merge_metadata([MetadataPatch(document_id, description, source)])
             result["status"] = STATUS_UPDATED
@@ -308,6 +322,8 @@ def ingest_image(
         result["code"] = SERVICE_UNAVAILABLE
         result["reason"] = f"{exc}; drop the metadata file again to retry"
         return result
+    if not _still_current(store, target):
+        return _superseded(result)
     model = vectorizer.model
     document = IndexDocument(
         id=document_id,
@@ -337,6 +353,35 @@ def _read_image(store: BlobStore, container: str, path: str) -> bytes:
     except BlobChangedError:
         # Replaced between the two calls: the new content is read (and checked) whole.
         return store.read(container, path)
+
+
+def _still_current(store: BlobStore, target: Target) -> bool:
+    """Whether the metadata file still has the version being ingested. A newer version stops
+    the older ingestion, but its activities already running must not write after the newer
+    one synced. A positive answer is reused for CURRENT_CHECK_S per file and process."""
+    container, _, path = target["source"].partition("/")
+    key = (id(store), container, path)
+    with _current_lock:
+        checked = _current_etags.get(key)
+    if checked is not None and checked[0] == target["etag"]:
+        if time.monotonic() - checked[1] <= CURRENT_CHECK_S:
+            return True
+    # Not known to be current (or known too long ago): ask the service.
+    props = store.properties(container, path)
+    etag = props.etag if props is not None else ""
+    with _current_lock:
+        _current_etags[key] = (etag, time.monotonic())
+    return etag == target["etag"]
+
+
+CURRENT_CHECK_S = 0.5
+_current_etags: dict[tuple[int, str, str], tuple[str, float]] = {}
+_current_lock = threading.Lock()
+
+
+def _superseded(result: EntryResult) -> EntryResult:
+    message = "the metadata file changed while this entry was processed; the newer version wins"
+    return _skipped(result, SUPERSEDED, message)
 
 
 def _same_image(state: DocumentState, content_hash: str, model: ModelInfo) -> bool:

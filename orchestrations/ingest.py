@@ -72,7 +72,7 @@ def ingest_metadata(context: df.DurableOrchestrationContext) -> Orchestration:
         return _rejected(context, metadata, ensured["error"], _where(report))
 
     sizes = partition_counts(plan["entries"], plan["partition_size"])
-    target = {"index": index, "source": metadata}
+    target = {"index": index, "source": metadata, "etag": plan["metadata_etag"]}
     pending = [
         context.call_sub_orchestrator(
             INGEST_PARTITION,

@@ -14,7 +14,7 @@ import requests
 from PIL import Image
 from sample_images import encode, picture_bytes
 
-from imagerag import config
+from imagerag import config, manifest
 from imagerag.adapters.local_vectorizer import LocalVectorizer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -279,3 +279,30 @@ def test_status_route_validates_the_instance_id(app):
     )
     assert unknown.status_code == 404
     assert unknown.json()["error"]["code"] == "NotFound"
+
+
+def test_a_newer_version_stops_the_running_one(app, index_of, wait_for):
+    host, container, _ = app
+    paths = [f"set/{i:03d}.jpg" for i in range(90)]
+    for seed, path in enumerate(paths):
+        container.upload_blob(path, picture_bytes(seed, size=(64, 48)))
+    container.upload_blob("metadata.json", metadata(*paths))
+
+    def running() -> list[dict] | None:
+        found = ingestions(host)
+        return found if found and found[0]["runtimeStatus"] == "Running" else None
+
+    [older] = wait_for(running, timeout=60)
+    container.upload_blob("metadata.json", metadata(*paths[:2]), overwrite=True)
+
+    [newer, stopped] = wait_for(lambda: finished_ingestions(host, 2), timeout=180)
+    assert stopped["instanceId"] == older["instanceId"]
+    assert stopped["runtimeStatus"] == "Terminated"
+    assert newer["runtimeStatus"] == "Completed"
+    assert "stopped" in host.log_text() and "superseded" in host.log_text()
+    # The index holds exactly what the newest file lists.
+    index = index_of(container.container_name)
+    source = f"{container.container_name}/metadata.json"
+    assert index.ids_from_source(source) == {
+        manifest.document_id(container.container_name, p) for p in paths[:2]
+    }

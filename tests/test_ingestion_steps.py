@@ -63,7 +63,11 @@ def _ingest(
     )
     assert ingestion.ensure_index(index, vectorizer.model)["index"] == index.name
     work = plan["work"]
-    target: ingestion.Target = {"index": index.name, "source": plan["metadata"]}
+    target: ingestion.Target = {
+        "index": index.name,
+        "source": plan["metadata"],
+        "etag": plan["metadata_etag"],
+    }
     sizes = ingestion.partition_counts(plan["entries"], plan["partition_size"])
     for i, size in enumerate(sizes):
         results = [
@@ -294,3 +298,27 @@ def test_rejected_file_gets_a_report(store: AzureBlobStore, unique_container: st
     report = json.loads(store.read(container, path))
     assert report["error"] == plan["error"]
     assert report["error"]["rule"] == "json"
+
+
+def test_an_image_of_a_superseded_version_is_not_written(
+    store: AzureBlobStore, vectorizer: CountingVectorizer, unique_container: str, tmp_path: Path
+) -> None:
+    index = LocalImageIndex(directory=tmp_path, name=f"{unique_container}-v")
+    store.write(unique_container, "a.jpg", picture_bytes(3), content_type="image/jpeg")
+    sha = _upload_metadata(
+        store, unique_container, [{"image_blob_path": "a.jpg", "description": ""}]
+    )
+    plan = _plan(store, unique_container, sha, work_container=f"{unique_container}-w")
+    ingestion.ensure_index(index, vectorizer.model)
+    # The file is replaced after planning: the older ingestion's image must not be written.
+    _upload_metadata(store, unique_container, [])
+    target: ingestion.Target = {
+        "index": index.name,
+        "source": plan["metadata"],
+        "etag": plan["metadata_etag"],
+    }
+    result = ingestion.ingest_image(
+        store, vectorizer, index, work=plan["work"], partition=0, slot=0, target=target
+    )
+    assert (result["status"], result.get("code")) == ("skipped", "superseded")
+    assert index.ids_from_source(plan["metadata"]) == set()
