@@ -233,7 +233,7 @@ class _Request:
 
 
 class LocalVectorizer:
-    """Vectorizer on the local CPU; one instance per process (config.vectorizer caches it).
+    """Vectorizer on the local CPU (or a CUDA GPU); one instance per process (config caches it).
 
     Concurrent callers are micro-batched: each caller decodes in its own thread, then one
     daemon worker gathers up to ``max_batch`` waiting requests (waiting at most ``max_wait_s``
