@@ -167,12 +167,7 @@ async def get_ingestion(
 ) -> func.HttpResponse:
     instance_id = req.route_params.get("instanceId", "")
     if not manifest.is_ingestion_instance_id(instance_id):
-        return _error(
-            HTTPStatus.BAD_REQUEST,
-            "InvalidInstanceId",
-            f"must match {manifest.INSTANCE_ID_PATTERN}",
-            field="instanceId",
-        )
+        return _invalid_instance_id()
     status = await client.get_status(instance_id, show_input=True)
     if status.runtime_status is None or status.name not in (None, INGEST_ORCHESTRATOR):
         return _error(HTTPStatus.NOT_FOUND, "NotFound", f"no ingestion {instance_id}")
@@ -200,12 +195,7 @@ async def get_ingestion_report(
     """The per-image report of a finished ingestion (what happened to each entry, and why)."""
     instance_id = req.route_params.get("instanceId", "")
     if not manifest.is_ingestion_instance_id(instance_id):
-        return _error(
-            HTTPStatus.BAD_REQUEST,
-            "InvalidInstanceId",
-            f"must match {manifest.INSTANCE_ID_PATTERN}",
-            field="instanceId",
-        )
+        return _invalid_instance_id()
     status = await client.get_status(instance_id)
     if status.runtime_status is None or status.name not in (None, INGEST_ORCHESTRATOR):
         return _error(HTTPStatus.NOT_FOUND, "NotFound", f"no ingestion {instance_id}")
@@ -221,6 +211,15 @@ async def get_ingestion_report(
     store = config.blob_store(config.Settings.from_env())
     report = await asyncio.to_thread(store.read, container, path)  # keep the event loop free
     return func.HttpResponse(report, status_code=200, mimetype="application/json", charset="utf-8")
+
+
+def _invalid_instance_id() -> func.HttpResponse:
+    return _error(
+        HTTPStatus.BAD_REQUEST,
+        "InvalidInstanceId",
+        f"must match {manifest.INSTANCE_ID_PATTERN}",
+        field="instanceId",
+    )
 
 
 def _json_response(body: Any, status: int = HTTPStatus.OK) -> func.HttpResponse:

@@ -279,6 +279,10 @@ def test_status_route_validates_the_instance_id(app):
     )
     assert unknown.status_code == 404
     assert unknown.json()["error"]["code"] == "NotFound"
+    for path, status in (("not-an-id/report", 400), (f"ingest-{'0' * 16}-{'1' * 16}/report", 404)):
+        response = requests.get(f"{host.base_url}/api/ingestions/{path}", timeout=10)
+        assert response.status_code == status
+        assert response.json()["error"]["code"] in ("InvalidInstanceId", "NotFound")
 
 
 def test_a_newer_version_stops_the_running_one(app, index_of, wait_for):
