@@ -165,12 +165,9 @@ async def list_ingestions(
 async def get_ingestion(
     req: func.HttpRequest, client: df.DurableOrchestrationClient
 ) -> func.HttpResponse:
-    instance_id = req.route_params.get("instanceId", "")
-    if not manifest.is_ingestion_instance_id(instance_id):
-        return _invalid_instance_id()
-    status = await client.get_status(instance_id, show_input=True)
-    if status.runtime_status is None or status.name not in (None, INGEST_ORCHESTRATOR):
-        return _error(HTTPStatus.NOT_FOUND, "NotFound", f"no ingestion {instance_id}")
+    status = await _find_ingestion(req, client, show_input=True)
+    if isinstance(status, func.HttpResponse):
+        return status
     return _json_response(
         {
             "instanceId": status.instance_id,
@@ -193,12 +190,10 @@ async def get_ingestion_report(
     req: func.HttpRequest, client: df.DurableOrchestrationClient
 ) -> func.HttpResponse:
     """The per-image report of a finished ingestion (what happened to each entry, and why)."""
-    instance_id = req.route_params.get("instanceId", "")
-    if not manifest.is_ingestion_instance_id(instance_id):
-        return _invalid_instance_id()
-    status = await client.get_status(instance_id)
-    if status.runtime_status is None or status.name not in (None, INGEST_ORCHESTRATOR):
-        return _error(HTTPStatus.NOT_FOUND, "NotFound", f"no ingestion {instance_id}")
+    status = await _find_ingestion(req, client, show_input=False)
+    if isinstance(status, func.HttpResponse):
+        return status
+    instance_id = status.instance_id
     output = _parse_if_json_text(status.output)
     if not isinstance(output, dict) or not isinstance(output.get("report"), str):
         return _error(
@@ -213,13 +208,22 @@ async def get_ingestion_report(
     return func.HttpResponse(report, status_code=200, mimetype="application/json", charset="utf-8")
 
 
-def _invalid_instance_id() -> func.HttpResponse:
-    return _error(
-        HTTPStatus.BAD_REQUEST,
-        "InvalidInstanceId",
-        f"must match {manifest.INSTANCE_ID_PATTERN}",
-        field="instanceId",
-    )
+async def _find_ingestion(
+    req: func.HttpRequest, client: df.DurableOrchestrationClient, *, show_input: bool
+) -> DurableOrchestrationStatus | func.HttpResponse:
+    """The ingestion named by the route, or the 400/404 response to send instead."""
+    instance_id = req.route_params.get("instanceId", "")
+    if not manifest.is_ingestion_instance_id(instance_id):
+        return _error(
+            HTTPStatus.BAD_REQUEST,
+            "InvalidInstanceId",
+            f"must match {manifest.INSTANCE_ID_PATTERN}",
+            field="instanceId",
+        )
+    status = await client.get_status(instance_id, show_input=show_input)
+    if status.runtime_status is None or status.name not in (None, INGEST_ORCHESTRATOR):
+        return _error(HTTPStatus.NOT_FOUND, "NotFound", f"no ingestion {instance_id}")
+    return status
 
 
 def _json_response(body: Any, status: int = HTTPStatus.OK) -> func.HttpResponse:

@@ -10,6 +10,7 @@ from typing import Any, cast
 import openai
 from openai.types.chat import ChatCompletionChunk
 
+from imagerag.adapters.retry_after import parse_retry_after
 from imagerag.ports import AnswererError, AnswerRequest, GroundingDocument
 
 logger = logging.getLogger(__name__)
@@ -96,14 +97,14 @@ class AzureOpenAIAnswerer:
             raise AnswererError(
                 f"model throttled: {exc.message}",
                 status=429,
-                retry_after_s=_retry_after(exc.response.headers.get("retry-after")),
+                retry_after_s=parse_retry_after(exc.response.headers),
             ) from exc
         except openai.APIStatusError as exc:
             logger.warning("model call failed with HTTP %d", exc.status_code)
             raise AnswererError(
                 f"model call failed: {exc.message}",
                 status=503 if exc.status_code >= 500 else exc.status_code,
-                retry_after_s=_retry_after(exc.response.headers.get("retry-after")),
+                retry_after_s=parse_retry_after(exc.response.headers),
             ) from exc
         except openai.APIConnectionError as exc:  # timeouts included
             logger.warning("model unreachable: %s", type(exc).__name__)
@@ -161,10 +162,3 @@ def _documents_message(documents: list[GroundingDocument], image_budget: int) ->
     if not documents:
         parts.append({"type": "text", "text": "(none were found)"})
     return {"role": "user", "content": parts}
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None

@@ -38,12 +38,12 @@ from azure.search.documents.indexes.models import (
 )
 from azure.search.documents.models import VectorizedQuery
 
+from imagerag.adapters.index_rules import check_documents, check_index_model, search_hit
 from imagerag.ports import (
     DocumentState,
     FieldMapping,
     ImageIndexError,
     IndexDocument,
-    IndexModelMismatchError,
     IndexNotFoundError,
     InvalidFilterError,
     MetadataPatch,
@@ -62,7 +62,6 @@ MAX_BATCH_ACTIONS = 1000
 # The service's limit is 16 MB per request; keep headroom for the SDK's own serialisation.
 MAX_BATCH_BYTES = 15 * 1024 * 1024
 STATE_FIELDS = ["id", "content_hash", "description", "source", "model_name", "model_version"]
-CONTENT_SEPARATOR = "\n"
 DEFAULT_FIELDS = FieldMapping()
 _IDS_PER_QUERY = 500
 _PLAIN = re.compile(r"[A-Za-z0-9-]")
@@ -142,22 +141,12 @@ class AzureSearchImageIndex:
             return existing
 
     def _check_model(self, index: SearchIndex, model: ModelInfo) -> None:
-        recorded = _recorded_model(index)
-        if recorded is not None and (recorded.name, recorded.version, recorded.dimensions) == (
-            model.name,
-            model.version,
-            model.dimensions,
-        ):
-            return
-        held = (
-            f"{recorded.name} {recorded.version} ({recorded.dimensions} dimensions)"
-            if recorded is not None
-            else f"vectors of an unrecorded model ({_vector_dims(index) or 'no'} dimensions)"
-        )
-        raise IndexModelMismatchError(
-            f"search index {self._name!r} holds {held} but the vectorizer is {model.name} "
-            f"{model.version} ({model.dimensions} dimensions); vectors of different models "
-            "never mix: use a new index name, or delete the index and ingest again"
+        check_index_model(
+            index=f"search index {self._name!r}",
+            recorded=_recorded_model(index),
+            dims=_vector_dims(index),
+            model=model,
+            delete_hint="the index",
         )
 
     def _key(self) -> str:
@@ -227,24 +216,8 @@ class AzureSearchImageIndex:
     def upsert(self, documents: list[IndexDocument]) -> None:
         if not documents:
             return
-        dims = self._dims()
-        recorded = self._recorded
-        for doc in documents:
-            # The service would refuse the whole batch; name the document instead.
-            if dims is not None and len(doc.image_vector) != dims:
-                raise ImageIndexError(
-                    f"document {doc.id!r} has a {len(doc.image_vector)}-dimensional vector; "
-                    f"index {self._name!r} holds {dims} dimensions"
-                )
-            if recorded is not None and (doc.model_name, doc.model_version) != (
-                recorded.name,
-                recorded.version,
-            ):
-                raise IndexModelMismatchError(
-                    f"document {doc.id!r} was vectorized by {doc.model_name} "
-                    f"{doc.model_version}; index {self._name!r} holds {recorded.name} "
-                    f"{recorded.version}"
-                )
+        # The service would refuse the whole batch; name the document instead.
+        check_documents(documents, index=self._name, dims=self._dims(), recorded=self._recorded)
         actions = [_document_body(doc) for doc in documents]
         self._index("mergeOrUpload", actions)
 
@@ -345,15 +318,7 @@ class AzureSearchImageIndex:
             found = None if name is None else row.get(name)
             return None if found is None else str(found)
 
-        content = [value(name) for name in fields.content_fields]
-        return SearchHit(
-            id=str(row[self._key()]),
-            score=score,
-            content=CONTENT_SEPARATOR.join(c for c in content if c),
-            title=value(fields.title_field),
-            url=value(fields.url_field),
-            filepath=value(fields.filepath_field),
-        )
+        return search_hit(id=str(row[self._key()]), score=score, fields=fields, value=value)
 
     def _search(self, **kwargs: Any) -> list[dict[str, Any]]:
         """All rows of one query (the SDK sends it on first iteration, so errors land here)."""

@@ -17,20 +17,19 @@ Keys, tokens and image bytes are never logged nor put in error messages.
 from __future__ import annotations
 
 import collections
-import email.utils
 import json
 import logging
 import math
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
 
+from imagerag.adapters.retry_after import parse_retry_after
 from imagerag.ports import (
     ModelInfo,
     VectorizerError,
@@ -49,30 +48,6 @@ MAX_TEXT_WORDS = 70
 # Statuses that describe the input itself (the image or text was refused): not retried.
 _INPUT_STATUSES = frozenset({400, 413, 415, 422})
 _RETRY_STATUSES = frozenset({408, 429})
-
-
-def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms``, or ``Retry-After`` (seconds or HTTP-date)."""
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 class RatePacer:

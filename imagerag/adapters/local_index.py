@@ -37,12 +37,12 @@ import pyarrow as pa
 from lancedb.index import FTS
 
 from imagerag import odata
+from imagerag.adapters.index_rules import check_documents, check_index_model, search_hit
 from imagerag.ports import (
     DocumentState,
     FieldMapping,
     ImageIndexError,
     IndexDocument,
-    IndexModelMismatchError,
     IndexNotFoundError,
     MetadataPatch,
     ModelInfo,
@@ -65,7 +65,6 @@ STRING_FIELDS = (
     "model_version",
     "content_hash",
 )
-CONTENT_SEPARATOR = "\n"
 DEFAULT_FIELDS = FieldMapping()
 # LanceDB table names: letters, digits, underscore, hyphen, period.
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -161,24 +160,12 @@ class LocalImageIndex:
         return self._table
 
     def _check_model(self, table: Any, model: ModelInfo) -> None:
-        recorded = _recorded_model(table.schema)
-        dims = _vector_dims(table.schema, VECTOR_FIELD)
-        if recorded is not None and (recorded.name, recorded.version, recorded.dimensions) == (
-            model.name,
-            model.version,
-            model.dimensions,
-        ):
-            return
-        held = (
-            f"{recorded.name} {recorded.version} ({recorded.dimensions} dimensions)"
-            if recorded is not None
-            else f"vectors of an unrecorded model ({dims or 'no'} {VECTOR_FIELD} dimensions)"
-        )
-        raise IndexModelMismatchError(
-            f"local index {self._name!r} holds {held} but the vectorizer is {model.name} "
-            f"{model.version} ({model.dimensions} dimensions); vectors of different models "
-            f"never mix: use a new index name, or delete {self._directory / self._name}.lance "
-            "and ingest again"
+        check_index_model(
+            index=f"local index {self._name!r}",
+            recorded=_recorded_model(table.schema),
+            dims=_vector_dims(table.schema, VECTOR_FIELD),
+            model=model,
+            delete_hint=f"{self._directory / self._name}.lance",
         )
 
     def _ensure_fts(self, table: Any, columns: Iterable[str]) -> None:
@@ -274,23 +261,13 @@ class LocalImageIndex:
 
     def _check_documents(self, table: Any, documents: list[IndexDocument]) -> None:
         # Checked per caller before queueing, so one bad document fails only its own caller.
-        dims = _vector_dims(table.schema, VECTOR_FIELD)
-        recorded = _recorded_model(table.schema)
-        for doc in documents:
-            if len(doc.image_vector) != dims:
-                raise ImageIndexError(
-                    f"document {doc.id!r} has a {len(doc.image_vector)}-dimensional vector; "
-                    f"index {self._name!r} holds {dims} dimensions"
-                )
-            if recorded is not None and (doc.model_name, doc.model_version) != (
-                recorded.name,
-                recorded.version,
-            ):
-                raise IndexModelMismatchError(
-                    f"document {doc.id!r} was vectorized by {doc.model_name} "
-                    f"{doc.model_version}; index {self._name!r} holds {recorded.name} "
-                    f"{recorded.version}"
-                )
+        schema = table.schema
+        check_documents(
+            documents,
+            index=self._name,
+            dims=_vector_dims(schema, VECTOR_FIELD),
+            recorded=_recorded_model(schema),
+        )
 
     def _apply(self, kind: str, ops: list[_Op]) -> None:
         """Runs in the group-commit leader: one LanceDB write for ``ops`` of one kind."""
@@ -497,15 +474,7 @@ class _VectorCache:
                 return None
             return str(self.values[name][slot])
 
-        content = [value(name) for name in fields.content_fields]
-        return SearchHit(
-            id=value(KEY_FIELD) or "",
-            score=score,
-            content=CONTENT_SEPARATOR.join(c for c in content if c),
-            title=value(fields.title_field),
-            url=value(fields.url_field),
-            filepath=value(fields.filepath_field),
-        )
+        return search_hit(id=value(KEY_FIELD) or "", score=score, fields=fields, value=value)
 
 
 def _resized(array: npt.NDArray[Any], capacity: int) -> npt.NDArray[Any]:
@@ -651,15 +620,7 @@ def _hit_from_row(row: dict[str, Any], score: float, fields: FieldMapping) -> Se
     def value(name: str | None) -> str | None:
         return None if name is None else row.get(name)
 
-    content = [value(name) for name in fields.content_fields]
-    return SearchHit(
-        id=row[KEY_FIELD],
-        score=score,
-        content=CONTENT_SEPARATOR.join(c for c in content if c),
-        title=value(fields.title_field),
-        url=value(fields.url_field),
-        filepath=value(fields.filepath_field),
-    )
+    return search_hit(id=row[KEY_FIELD], score=score, fields=fields, value=value)
 
 
 def _document_rows(documents: list[IndexDocument], schema: pa.Schema) -> pa.Table:
