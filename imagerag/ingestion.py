@@ -492,7 +492,6 @@ def write_report(
         **({"error": error} if error is not None else {}),
         "results": results,
     }
-    store.ensure_container(work["container"])
     store.write(work["container"], path, _dumps(report), content_type=JSON_CONTENT_TYPE)
     return {"container": work["container"], "path": path, **counts, "deleted": deleted}
 
