@@ -15,7 +15,8 @@ import azure.functions as func
 from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 
-from imagerag import config, manifest
+from imagerag import config, manifest, naming
+from imagerag.ingestion.contract import BlobRef, IngestRequest, blob_ref, ref_text
 from orchestrations.ingest import INGEST_ORCHESTRATOR
 
 logger = logging.getLogger(__name__)
@@ -61,9 +62,9 @@ async def ingest_metadata_trigger(
     # Keyed by content, not ETag: re-uploading the same bytes gets a new ETag (and a new
     # trigger) but must start nothing, while any change of content is a new ingestion. Only
     # the file's latest ingestion counts, so content A, then B, then A again ingests A again.
-    instance_id = manifest.ingestion_instance_id(container, blob_path, sha256)
+    instance_id = naming.ingestion_instance_id(container, blob_path, sha256)
 
-    status = await _latest_ingestion(client, manifest.ingestion_id_prefix(container, blob_path))
+    status = await _latest_ingestion(client, naming.ingestion_id_prefix(container, blob_path))
     if status is not None and status.instance_id == instance_id:
         if status.runtime_status in _ALREADY_STARTED and not _had_transient_failures(status):
             logger.info(
@@ -81,12 +82,9 @@ async def ingest_metadata_trigger(
         logger.info(
             "metadata %s/%s: stopped %s, superseded", container, blob_path, status.instance_id
         )
+    request: IngestRequest = {"metadata": blob_ref(container, blob_path), "sha256": sha256}
     try:
-        await client.start_new(
-            INGEST_ORCHESTRATOR,
-            instance_id,
-            {"container": container, "blob_path": blob_path, "sha256": sha256},
-        )
+        await client.start_new(INGEST_ORCHESTRATOR, instance_id, request)
     except Exception:
         # Two deliveries of the same upload can race to start the same id; the loser's
         # start is refused. Only swallow that case: anything else is re-raised.
@@ -109,12 +107,15 @@ async def ingest_metadata_trigger(
 async def _terminate_with_partitions(
     client: df.DurableOrchestrationClient, instance_id: str, reason: str
 ) -> None:
-    # Terminating an orchestration does not stop its sub-orchestrations: stop them too.
-    children = await client.get_status_by(instance_id_prefix=f"{instance_id}-p")
+    # Terminating an orchestration does not stop its sub-orchestrations: stop them too. The
+    # parent goes first: stopped children would otherwise wake it with their failures.
+    await client.terminate(instance_id, reason)
+    children = await client.get_status_by(
+        instance_id_prefix=naming.partition_id_prefix(instance_id)
+    )
     for child in children:
         if child.runtime_status in _IN_PROGRESS and child.instance_id:
             await client.terminate(child.instance_id, reason)
-    await client.terminate(instance_id, reason)
 
 
 def _had_transient_failures(status: DurableOrchestrationStatus) -> bool:
@@ -195,16 +196,17 @@ async def get_ingestion_report(
         return status
     instance_id = status.instance_id
     output = _parse_if_json_text(status.output)
-    if not isinstance(output, dict) or not isinstance(output.get("report"), str):
+    if not isinstance(output, dict) or not isinstance(output.get("report"), dict):
         return _error(
             HTTPStatus.NOT_FOUND,
             "ReportNotReady",
             f"ingestion {instance_id} is {_runtime_status(status)}; its report is written when "
             "it completes",
         )
-    container, _, path = output["report"].partition("/")
-    store = config.blob_store(config.Settings.from_env())
-    report = await asyncio.to_thread(store.read, container, path)  # keep the event loop free
+    report_ref: BlobRef = output["report"]
+    store = config.blob_store(config.settings())
+    # Off the event loop: a large report must not stall the other requests.
+    report = await asyncio.to_thread(store.read, report_ref["container"], report_ref["path"])
     return func.HttpResponse(report, status_code=200, mimetype="application/json", charset="utf-8")
 
 
@@ -213,11 +215,11 @@ async def _find_ingestion(
 ) -> DurableOrchestrationStatus | func.HttpResponse:
     """The ingestion named by the route, or the 400/404 response to send instead."""
     instance_id = req.route_params.get("instanceId", "")
-    if not manifest.is_ingestion_instance_id(instance_id):
+    if not naming.is_ingestion_instance_id(instance_id):
         return _error(
             HTTPStatus.BAD_REQUEST,
             "InvalidInstanceId",
-            f"must match {manifest.INSTANCE_ID_PATTERN}",
+            f"must match {naming.INSTANCE_ID_PATTERN}",
             field="instanceId",
         )
     status = await client.get_status(instance_id, show_input=show_input)
@@ -275,11 +277,10 @@ def _parse_if_json_text(value: Any) -> Any:
 
 
 def _metadata_of(orchestration_input: Any, output: Any) -> str | None:
-    data = _parse_if_json_text(orchestration_input)
-    if isinstance(data, dict) and "container" in data and "blob_path" in data:
-        return f"{data['container']}/{data['blob_path']}"
-    # Hosts that list without inputs: a finished ingestion names its file in the output.
-    result = _parse_if_json_text(output)
-    if isinstance(result, dict) and isinstance(result.get("metadata"), str):
-        return str(result["metadata"])
+    """``container/path`` of the ingested file, from the input (or, for hosts that list
+    without inputs, from the output of a finished ingestion)."""
+    for value in (orchestration_input, output):
+        data = _parse_if_json_text(value)
+        if isinstance(data, dict) and isinstance(data.get("metadata"), dict):
+            return ref_text(data["metadata"])
     return None

@@ -138,7 +138,7 @@ def chat_body(query: bytes, index: str) -> bytes:
 
 
 def measure(settings: config.Settings, name: str, queries: list[bytes]) -> dict[str, Any]:
-    import imagerag.chat
+    import imagerag.chat.completion
     from api.chat import chat_completions
 
     timings: list[tuple[float, float]] = []  # (vectorize, retrieval) of each handled request
@@ -151,7 +151,7 @@ def measure(settings: config.Settings, name: str, queries: list[bytes]) -> dict[
         timings.append((vectorizer.last_s, time.perf_counter() - start))
         return result
 
-    imagerag.chat.retrieve = timed_retrieve  # type: ignore[assignment]
+    imagerag.chat.completion.retrieve = timed_retrieve  # type: ignore[assignment]
     vectorize, search, total, endpoint = [], [], [], []
     hits_first = 0
     for i, query in enumerate([queries[0], *queries]):
@@ -177,7 +177,7 @@ def measure(settings: config.Settings, name: str, queries: list[bytes]) -> dict[
         citations = json.loads(response.get_body())["choices"][0]["message"]["context"]
         first = citations["citations"][0]["filepath"] if citations["citations"] else ""
         hits_first += first in planted_paths[f"pictures/{(i - 1) % REAL_PICTURES}"]
-    imagerag.chat.retrieve = inner
+    imagerag.chat.completion.retrieve = inner
     overhead = [e - t for e, t in zip(endpoint, total, strict=True)]
     return {
         "vectorize": percentiles(vectorize),

@@ -19,8 +19,12 @@ def parse_args() -> argparse.Namespace:
         default=Path.cwd(),
         help="folder holding function_app.py and host.json (default: cwd)",
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=7071)
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=7071, help="HTTP port, as `func start` (default: 7071)"
+    )
     parser.add_argument(
         "--state-dir",
         type=Path,
@@ -31,9 +35,9 @@ def parse_args() -> argparse.Namespace:
         "--blob-poll-interval",
         type=float,
         default=1.0,
-        help="seconds between scans of blob trigger containers",
+        help="seconds between scans of blob trigger containers (default: 1.0)",
     )
-    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--verbose", action="store_true", help="log at DEBUG level (default: INFO)")
     return parser.parse_args()
 
 

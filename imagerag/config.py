@@ -1,7 +1,7 @@
 """Settings from the environment, and the ONE place that builds adapters.
 
-Nothing here runs at import time: functions call ``Settings.from_env()`` and the factories
-below when they first need a client, so importing function_app never touches the network.
+Nothing here runs at import time: functions call :func:`settings` and the factories below
+when they first need a client, so importing function_app never touches the network.
 """
 
 from __future__ import annotations
@@ -14,12 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from imagerag.naming import index_name_for
 from imagerag.ports import Answerer, BlobStore, ImageIndex, Vectorizer
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from azure.core.credentials import TokenCredential
+
+    from imagerag.chat.completion import ChatDependencies
 
 STORAGE_SETTING = "AzureWebJobsStorage"
 STORAGE_BLOB_URI_SETTING = "AzureWebJobsStorage__blobServiceUri"
@@ -52,8 +55,8 @@ CHAT_DEFAULT_INDEX_SETTING = "CHAT_DEFAULT_INDEX"
 CHAT_IMAGE_URL_ALLOWLIST_SETTING = "CHAT_IMAGE_URL_ALLOWLIST"
 
 DEFAULT_VISION_MODEL_VERSION = "2023-04-15"
-DEFAULT_OPENAI_DEPLOYMENT = "gpt-4o"
-DEFAULT_OPENAI_API_VERSION = "2024-10-21"
+DEFAULT_OPENAI_DEPLOYMENT = "gpt-5.6-terra"
+DEFAULT_OPENAI_API_VERSION = "2025-04-01-preview"
 DEFAULT_LOCAL_DATA_DIR = ".imagerag"
 COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
 
@@ -167,6 +170,13 @@ class Settings:
         )
 
 
+@functools.cache
+def settings() -> Settings:
+    """The app's settings, read from the environment once per process (the host sets app
+    settings before the worker starts; they do not change while it runs)."""
+    return Settings.from_env()
+
+
 def ingest_trigger_source(environ: Mapping[str, str] | None = None) -> str:
     """Read when the function app is indexed (trigger decorators need it at import time)."""
     env = os.environ if environ is None else environ
@@ -176,11 +186,6 @@ def ingest_trigger_source(environ: Mapping[str, str] | None = None) -> str:
             f"{INGEST_TRIGGER_SOURCE_SETTING}={value!r} must be one of {', '.join(TRIGGER_SOURCES)}"
         )
     return value
-
-
-def index_name_for(container: str) -> str:
-    """The image index of a container: ``<container>-v`` (as the Studio named it)."""
-    return f"{container}-v"
 
 
 def _endpoint(value: str | None) -> str | None:
@@ -300,6 +305,44 @@ def answerer(settings: Settings) -> Answerer:
     from imagerag.adapters.extractive import ExtractiveAnswerer
 
     return ExtractiveAnswerer()
+
+
+def chat_dependencies(
+    settings: Settings, *, image_route: str, function_key: str | None
+) -> ChatDependencies:
+    """What one chat request needs. ``image_route``: this app's image route as the caller
+    reaches it (ends with '/'); citation URLs point there when storage does not sign URLs."""
+    from urllib.parse import quote
+
+    from imagerag.chat.completion import ChatDependencies, citation_url
+    from imagerag.chat.prompt_image import ImageUrlPolicy
+    from imagerag.ports import SearchHit
+
+    store = blob_store(settings)
+    containers = served_containers(settings)
+
+    def url_of(hit: SearchHit) -> str | None:
+        url = citation_url(
+            hit, store, image_route=image_route, containers=containers, expires_in_s=3600
+        )
+        # A function key the caller used opens the image route too (FUNCTION auth level).
+        if url is not None and url.startswith(image_route) and function_key:
+            url += f"?code={quote(function_key)}"
+        return url
+
+    return ChatDependencies(
+        vectorizer=lambda: vectorizer(settings),
+        index=lambda name: image_index(settings, name),
+        answerer=answerer(settings),
+        blobs=store,
+        image_policy=ImageUrlPolicy(allowlist=settings.chat_image_url_allowlist),
+        citation_url=url_of,
+    )
+
+
+def served_containers(settings: Settings) -> frozenset[str]:
+    """Containers whose images this app serves itself (the image route of citation URLs)."""
+    return frozenset({settings.images_container})
 
 
 def _azure_credential(settings: Settings) -> TokenCredential:

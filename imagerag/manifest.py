@@ -1,8 +1,7 @@
-"""Metadata files (``metadata*.json``): parsing, validation, deterministic ids. Pure: no I/O."""
+"""Metadata files (``metadata*.json``): the name rule, parsing and validation. Pure: no I/O."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import posixpath
 import re
@@ -14,10 +13,6 @@ MAX_ENTRIES = 10_000
 # Blob names are at most 1,024 characters (Azure Storage limit).
 MAX_BLOB_PATH_LENGTH = 1024
 
-INSTANCE_ID_PREFIX = "ingest-"
-INSTANCE_ID_PATTERN = r"^ingest-[0-9a-f]{16}-[0-9a-f]{16}$"
-_INSTANCE_ID = re.compile(INSTANCE_ID_PATTERN)
-_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 # Control characters make blob names unusable in URLs and logs.
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -192,38 +187,6 @@ def _json_type(value: Any) -> str:
     if isinstance(value, list):
         return "array"
     return "object"
-
-
-def document_id(container: str, image_blob_path: str) -> str:
-    """Deterministic index key for an image: same container + path -> same document.
-
-    64 lowercase hex chars, valid as an Azure AI Search key (letters, digits, ``-``, ``_``,
-    ``=``) and stable across re-ingestions, so upserts replace instead of duplicating.
-    Container names cannot contain ``/``, so ``container/path`` is unambiguous.
-    """
-    return hashlib.sha256(f"{container}/{image_blob_path}".encode()).hexdigest()
-
-
-def ingestion_instance_id(container: str, blob_path: str, content_sha256: str) -> str:
-    """Durable instance id of the ingestion of one version (by content) of a metadata file.
-
-    ``ingest-<16 hex of the file's location>-<16 hex of its content>``: every ingestion of one
-    file shares the prefix (see ``ingestion_id_prefix``), and there is no ``/ \\ # ?``
-    (forbidden in instance ids).
-    """
-    if not _SHA256_HEX.match(content_sha256):
-        raise ValueError("content_sha256 must be 64 lowercase hex characters")
-    return ingestion_id_prefix(container, blob_path) + content_sha256[:16]
-
-
-def ingestion_id_prefix(container: str, blob_path: str) -> str:
-    """The instance-id prefix shared by all ingestions of one metadata file."""
-    location = hashlib.sha256(f"{container}/{blob_path}".encode()).hexdigest()
-    return f"{INSTANCE_ID_PREFIX}{location[:16]}-"
-
-
-def is_ingestion_instance_id(value: str) -> bool:
-    return bool(_INSTANCE_ID.match(value))
 
 
 def partitions(count: int, size: int) -> list[tuple[int, int]]:

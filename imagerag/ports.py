@@ -212,6 +212,18 @@ class InvalidFilterError(ImageIndexError, ValueError):
     """A search filter the index cannot evaluate (syntax or unsupported construct)."""
 
 
+class FieldMappingError(ImageIndexError, ValueError):
+    """The index cannot serve a field the mapping names (unknown, not searchable, not a
+    vector field, not retrievable). ``mapping`` is the FieldMapping attribute that names it
+    (``"content_fields"``, ``"image_vector_fields"``, ``"title_field"``...), ``field`` the
+    index field when the service said which."""
+
+    def __init__(self, message: str, *, mapping: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.mapping = mapping
+        self.field = field
+
+
 class ImageIndex(Protocol):
     """One named image index (``<container>-v`` for ingested containers)."""
 
@@ -310,6 +322,11 @@ class AnswererError(Exception):
 
 class Answerer(Protocol):
     """Writes the grounded answer, citing documents as ``[docN]``, as a stream of text deltas."""
+
+    @property
+    def model(self) -> str:
+        """The model that writes the answers (a deployment or model name): ``completion.model``."""
+        ...
 
     @property
     def sees_images(self) -> bool:

@@ -8,12 +8,53 @@ targetScope = 'subscription'
 @description('azd environment name; seeds the resource names and the azd-env-name tag.')
 param environmentName string
 
+// Regions are checked when the parameters are read, not half-way through a deployment: azd offers
+// only the allowed values in its location prompt and ARM rejects anything else up front.
+
 @minLength(1)
-@description('Region of the resource group, the function app, storage, search and monitoring.')
+@description('Region of the resource group, the function app, storage, search and monitoring: one with Flex Consumption.')
+// Regions with Flex Consumption, as in Microsoft's Flex Consumption azd templates
+// (Azure-Samples/remote-mcp-functions-python, infra/main.bicep); the live list:
+// az functionapp list-flexconsumption-locations.
+@allowed([
+  'australiaeast'
+  'australiasoutheast'
+  'brazilsouth'
+  'canadacentral'
+  'centralindia'
+  'centralus'
+  'eastasia'
+  'eastus'
+  'eastus2'
+  'francecentral'
+  'germanywestcentral'
+  'italynorth'
+  'japaneast'
+  'koreacentral'
+  'northcentralus'
+  'northeurope'
+  'norwayeast'
+  'southafricanorth'
+  'southcentralus'
+  'southeastasia'
+  'southindia'
+  'spaincentral'
+  'swedencentral'
+  'uaenorth'
+  'uksouth'
+  'ukwest'
+  'westcentralus'
+  'westeurope'
+  'westus'
+  'westus2'
+  'westus3'
+])
 @metadata({ azd: { type: 'location' } })
 param location string
 
 @description('Region of the AI Vision account: one that offers multimodal embeddings (retrieval:vectorizeImage).')
+// The "Multimodal embeddings" column of the Image Analysis region table:
+// https://learn.microsoft.com/azure/ai-services/computer-vision/overview-image-analysis#region-availability
 @allowed([
   'australiaeast'
   'eastus'
@@ -22,19 +63,33 @@ param location string
   'koreacentral'
   'northeurope'
   'southeastasia'
+  'swedencentral'
+  'switzerlandnorth'
   'westeurope'
   'westus'
   'westus2'
 ])
+@metadata({ azd: { type: 'location' } })
 param visionLocation string = 'eastus'
 
-@description('Region of the Azure OpenAI account (it must offer the chat model and SKU below); empty: location.')
-param openAiLocation string = ''
+@minLength(1)
+@description('Region of the Azure OpenAI account. azd offers only regions where the subscription has quota for the chat deployment below.')
+// usageName is OpenAI.<chatDeploymentSku>.<chatModelName>,<chatDeploymentCapacity> of the defaults
+// (metadata cannot read parameters; tests/test_infra.py keeps them in step).
+@metadata({
+  azd: {
+    type: 'location'
+    usageName: [
+      'OpenAI.GlobalStandard.gpt-5.6-terra,30'
+    ]
+  }
+})
+param openAiLocation string
 
-@description('Object id of the person running the deployment; gets data-plane roles to upload images and query the index. Empty: none.')
+@description('Object id of the principal running the deployment; gets data-plane roles to upload images and query the index. Empty: none.')
 param principalId string = ''
 
-@description('Type of principalId: User for a person, ServicePrincipal for a CI identity.')
+@description('Type of principalId: User for a person, ServicePrincipal for a CI identity (azd sets AZURE_PRINCIPAL_TYPE).')
 @allowed(['User', 'ServicePrincipal', 'Group'])
 param principalType string = 'User'
 
@@ -63,25 +118,30 @@ param visionModelVersion string = '2023-04-15'
 @allowed(['free', 'basic', 'standard', 'standard2', 'standard3'])
 param searchSku string = 'basic'
 
-@description('Vision-capable chat model deployed on Azure OpenAI.')
-param chatModelName string = 'gpt-4o'
+// The chat model: generally available, image input, chat completions, the longest runway on
+// Azure's model retirement schedule (gpt-5.6-terra 2026-07-09: retirement 2028-01-11). It is a
+// reasoning model: no temperature/top_p, max_completion_tokens instead of max_tokens (the answerer
+// sends neither). The deployment follows new versions when this one expires
+// (versionUpgradeOption in app/openai.bicep), so it never stops at retirement.
+@description('Vision-capable chat model deployed on Azure OpenAI (keep the usageName of openAiLocation in step).')
+param chatModelName string = 'gpt-5.6-terra'
 
 @description('Version of the chat model.')
-param chatModelVersion string = '2024-11-20'
+param chatModelVersion string = '2026-07-09'
 
 @description('Name of the chat deployment (AZURE_OPENAI_CHAT_DEPLOYMENT).')
-param chatDeploymentName string = 'gpt-4o'
+param chatDeploymentName string = 'gpt-5.6-terra'
 
 @description('Deployment type of the chat model.')
-@allowed(['GlobalStandard', 'Standard'])
+@allowed(['GlobalStandard', 'DataZoneStandard', 'Standard'])
 param chatDeploymentSku string = 'GlobalStandard'
 
 @description('Chat deployment capacity in thousands of tokens per minute.')
 @minValue(1)
 param chatDeploymentCapacity int = 30
 
-@description('Azure OpenAI data-plane API version the app calls.')
-param openAiApiVersion string = '2024-10-21'
+@description('Azure OpenAI data-plane API version the app calls (AZURE_OPENAI_API_VERSION): the newest dated version, which serves the GPT-5 series with image input on /openai/deployments/{name}/chat/completions.')
+param openAiApiVersion string = '2025-04-01-preview'
 
 @description('Upper bound of Flex Consumption instances.')
 @minValue(40)
@@ -95,7 +155,7 @@ param instanceMemoryMB int = 2048
 @description('Origins allowed to call the HTTP API from a browser (the playground when hosted elsewhere).')
 param corsAllowedOrigins array = ['https://portal.azure.com']
 
-@description('Create the Event Grid subscription for the blob trigger. Its webhook is validated on creation, so the code must be deployed first: set true on a second run (azd does it in the postdeploy hook).')
+@description('Create the Event Grid subscription for the blob trigger. Its webhook is validated on creation, so the code must be deployed first: true only on a second run (azd: the postdeploy hook, infra/hooks/).')
 param eventSubscriptionEnabled bool = false
 
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
@@ -179,7 +239,7 @@ module openAi 'app/openai.bicep' = {
   scope: rg
   params: {
     name: 'oai-${resourceToken}'
-    location: empty(openAiLocation) ? location : openAiLocation
+    location: openAiLocation
     tags: tags
     allowKeys: allowKeys
     deploymentName: chatDeploymentName

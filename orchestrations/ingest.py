@@ -2,25 +2,43 @@
 
 Pure and replay-safe: only yields of Durable tasks, no I/O, clock, random or env reads.
 History stays bounded for any file size: the parent holds one sub-orchestration per
-partition, each partition holds at most INGEST_PARTITION_SIZE activities.
+partition, each partition holds at most INGEST_PARTITION_SIZE activities. Every payload is a
+type of imagerag.ingestion.contract.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import Any
+from typing import Any, TypedDict
 
 import azure.durable_functions as df
 
-from activities.ingest import (
+from imagerag.ingestion.contract import (
     ENSURE_INDEX,
     INGEST_IMAGE,
     PLAN_INGESTION,
+    STATUSES,
     SYNC_DELETIONS,
     WRITE_PARTITION_REPORT,
     WRITE_REPORT,
+    BlobRef,
+    Counts,
+    EntryResult,
+    IndexReady,
+    IndexRefused,
+    IngestRejected,
+    IngestRequest,
+    IngestResult,
+    PartitionRequest,
+    Plan,
+    PlanRejected,
+    Problem,
+    ReportResult,
+    SyncResult,
+    Target,
+    partition_counts,
 )
-from imagerag.ingestion import STATUSES, partition_counts
+from imagerag.naming import partition_instance_id
 
 INGEST_ORCHESTRATOR = "ingest_metadata"
 INGEST_PARTITION = "ingest_partition"
@@ -30,116 +48,144 @@ IMAGE_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=1000, max_num
 
 bp = df.Blueprint()
 
-Orchestration = Generator[Any, Any, dict[str, Any]]
 
+class Progress(TypedDict):
+    """The custom status while partitions run: what a person watching the ingestion sees."""
 
-def partition_instance_id(parent_instance_id: str, partition: int) -> str:
-    # Deterministic, so a replay or a restarted parent addresses the same children.
-    return f"{parent_instance_id}-p{partition:04d}"
+    phase: str
+    total: int
+    done: int
+    failed: int
+    partitions: int
+    partitionsDone: int
+    byStatus: dict[str, int]
 
 
 @bp.function_name(INGEST_ORCHESTRATOR)
 @bp.orchestration_trigger(context_name="context")
-def ingest_metadata(context: df.DurableOrchestrationContext) -> Orchestration:
-    """Input {container, blob_path, sha256}. Output {metadata, index, entries, indexed, updated,
-    unchanged, skipped, failed, deleted, report} or, for a rejected file, {metadata, error,
-    report}."""
-    request: dict[str, Any] = context.get_input()
-    metadata = f"{request['container']}/{request['blob_path']}"
-    sha256 = request["sha256"]
+def ingest_metadata(
+    context: df.DurableOrchestrationContext,
+) -> Generator[Any, Any, IngestResult | IngestRejected]:
+    """Plan the file, ensure the index, run the partitions, sync deletions, write the report."""
+    request: IngestRequest = context.get_input()
+    metadata, sha256 = request["metadata"], request["sha256"]
 
-    plan = yield context.call_activity(
-        PLAN_INGESTION,
-        {
-            "container": request["container"],
-            "blob_path": request["blob_path"],
-            "sha256": sha256,
-            "instance_id": context.instance_id,
-        },
+    plan: Plan | PlanRejected = yield PLAN_INGESTION.call(
+        context, {"metadata": metadata, "sha256": sha256, "instance_id": context.instance_id}
     )
     if "error" in plan:
         return _rejected(context, metadata, plan["error"], plan["report"])
 
-    index = plan["index"]
-    work = plan["work"]
-    ensured = yield context.call_activity(ENSURE_INDEX, {"index": index})
+    index, work = plan["index"], plan["work"]
+    ensured: IndexReady | IndexRefused = yield ENSURE_INDEX.call(context, {"index": index})
     if "error" in ensured:
-        report = yield context.call_activity(
-            WRITE_REPORT,
-            {"work": work, "metadata": metadata, "sha256": sha256, "partitions": 0}
-            | {"index": index, "deleted": 0, "error": ensured["error"]},
+        refused: ReportResult = yield WRITE_REPORT.call(
+            context,
+            {
+                "work": work,
+                "metadata": metadata,
+                "sha256": sha256,
+                "partitions": 0,
+                "index": index,
+                "deleted": 0,
+                "error": ensured["error"],
+            },
         )
-        return _rejected(context, metadata, ensured["error"], _where(report))
+        return _rejected(context, metadata, ensured["error"], refused["report"])
 
     sizes = partition_counts(plan["entries"], plan["partition_size"])
-    target = {"index": index, "source": metadata, "etag": plan["metadata_etag"]}
+    target: Target = {"index": index, "source": metadata, "etag": plan["metadata_etag"]}
     pending = [
-        context.call_sub_orchestrator(
-            INGEST_PARTITION,
-            {"work": work, "partition": i, "entries": size, "target": target},
-            instance_id=partition_instance_id(context.instance_id, i),
-        )
+        _partition(context, {"work": work, "partition": i, "entries": size, "target": target})
         for i, size in enumerate(sizes)
     ]
-    totals = dict.fromkeys(STATUSES, 0)
+    totals: dict[str, int] = dict.fromkeys(STATUSES, 0)
     _progress(context, plan["entries"], totals, 0, len(sizes))
     # task_any in a loop, not one task_all: progress is published as each partition finishes.
     # The parent holds one task per partition (<= 100), so the replays stay cheap.
     while pending:
         finished = yield context.task_any(pending)
         pending.remove(finished)
+        counts: Counts = finished.result
         for status in STATUSES:
-            totals[status] += finished.result[status]
+            totals[status] += counts[status]
         _progress(context, plan["entries"], totals, len(sizes) - len(pending), len(sizes))
 
-    sync = yield context.call_activity(
-        SYNC_DELETIONS,
-        {"work": work, "partitions": len(sizes), "metadata": metadata, "sha256": sha256}
-        | {"index": index},
+    sync: SyncResult = yield SYNC_DELETIONS.call(
+        context,
+        {
+            "work": work,
+            "partitions": len(sizes),
+            "metadata": metadata,
+            "sha256": sha256,
+            "index": index,
+        },
     )
-    report = yield context.call_activity(
-        WRITE_REPORT,
-        {"work": work, "metadata": metadata, "sha256": sha256, "partitions": len(sizes)}
-        | {"index": index, "deleted": sync["deleted"]},
+    report: ReportResult = yield WRITE_REPORT.call(
+        context,
+        {
+            "work": work,
+            "metadata": metadata,
+            "sha256": sha256,
+            "partitions": len(sizes),
+            "index": index,
+            "deleted": sync["deleted"],
+        },
     )
-    result = {
+    final = report["counts"]
+    context.set_custom_status(
+        {
+            "phase": "completed",
+            "total": plan["entries"],
+            "done": plan["entries"],
+            "failed": final["skipped"] + final["failed"],
+            "deleted": sync["deleted"],
+            "partitions": len(sizes),
+            "byStatus": {status: final[status] for status in STATUSES},
+        }
+    )
+    return {
         "metadata": metadata,
         "index": index,
         "entries": plan["entries"],
-        **{status: report[status] for status in STATUSES},
+        "indexed": final["indexed"],
+        "updated": final["updated"],
+        "unchanged": final["unchanged"],
+        "skipped": final["skipped"],
+        "failed": final["failed"],
         "deleted": sync["deleted"],
-        "report": _where(report),
+        "report": report["report"],
     }
-    context.set_custom_status(
-        {"phase": "completed", "total": plan["entries"], "done": plan["entries"]}
-        | {"failed": report["skipped"] + report["failed"], "deleted": sync["deleted"]}
-        | {"partitions": len(sizes)}
-        | {"byStatus": {status: report[status] for status in STATUSES}}
+
+
+def _partition(context: df.DurableOrchestrationContext, request: PartitionRequest) -> Any:
+    return context.call_sub_orchestrator(
+        INGEST_PARTITION,
+        request,
+        instance_id=partition_instance_id(context.instance_id, request["partition"]),
     )
-    return result
 
 
 @bp.function_name(INGEST_PARTITION)
 @bp.orchestration_trigger(context_name="context")
-def ingest_partition(context: df.DurableOrchestrationContext) -> Orchestration:
-    """Input {work, partition, entries, target}. Output the partition's counts by status;
-    per-image results go to a report blob, the parent sees counts only."""
-    ref: dict[str, Any] = context.get_input()
+def ingest_partition(context: df.DurableOrchestrationContext) -> Generator[Any, Any, Counts]:
+    """One activity per entry of the partition; per-image results go to a report blob, the
+    parent sees counts only."""
+    request: PartitionRequest = context.get_input()
+    work, partition = request["work"], request["partition"]
     tasks = [
-        context.call_activity_with_retry(
-            INGEST_IMAGE,
-            IMAGE_RETRY,
-            {"work": ref["work"], "partition": ref["partition"], "slot": slot}
-            | {"target": ref["target"]},
+        INGEST_IMAGE.call(
+            context,
+            {"work": work, "partition": partition, "slot": slot, "target": request["target"]},
+            retry=IMAGE_RETRY,
         )
-        for slot in range(ref["entries"])
+        for slot in range(request["entries"])
     ]
     # One task_all, results taken from the returned list (re-yielding thousands of finished
     # tasks one by one hits RecursionError in SDK 1.7).
-    results: list[dict[str, Any]] = (yield context.task_all(tasks)) if tasks else []
-    counts: dict[str, Any] = yield context.call_activity(
-        WRITE_PARTITION_REPORT,
-        {"work": ref["work"], "partition": ref["partition"], "results": results},
+    results: list[EntryResult] = (yield context.task_all(tasks)) if tasks else []
+    counts: Counts = yield WRITE_PARTITION_REPORT.call(
+        context, {"work": work, "partition": partition, "results": results}
     )
     return counts
 
@@ -151,26 +197,21 @@ def _progress(
     partitions_done: int,
     partitions: int,
 ) -> None:
-    context.set_custom_status(
-        {
-            "phase": "ingesting",
-            "total": total,
-            "done": sum(totals.values()),
-            "failed": totals["skipped"] + totals["failed"],
-            "partitions": partitions,
-            "partitionsDone": partitions_done,
-            "byStatus": totals,
-        }
-    )
+    progress: Progress = {
+        "phase": "ingesting",
+        "total": total,
+        "done": sum(totals.values()),
+        "failed": totals["skipped"] + totals["failed"],
+        "partitions": partitions,
+        "partitionsDone": partitions_done,
+        "byStatus": totals,
+    }
+    context.set_custom_status(progress)
 
 
 def _rejected(
-    context: df.DurableOrchestrationContext, metadata: str, error: dict[str, Any], report: str
-) -> dict[str, Any]:
+    context: df.DurableOrchestrationContext, metadata: BlobRef, error: Problem, report: BlobRef
+) -> IngestRejected:
     # A bad file is the user's to fix: report it as the result, do not fail the instance.
     context.set_custom_status({"phase": "rejected", "error": error, "report": report})
     return {"metadata": metadata, "error": error, "report": report}
-
-
-def _where(report: dict[str, Any]) -> str:
-    return f"{report['container']}/{report['path']}"

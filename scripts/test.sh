@@ -15,6 +15,6 @@ log "ruff + mypy"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check . || die "ruff format would change files: run .venv/bin/ruff format ."
 .venv/bin/mypy
-.venv/bin/mypy --strict imagerag
+.venv/bin/mypy --strict imagerag activities orchestrations api function_app.py
 
 exec .venv/bin/python -m pytest "$@"

@@ -9,8 +9,8 @@ import pytest
 from fakes.openai_service import BROKEN, THROTTLED, FakeOpenAIService
 from sample_images import picture_bytes
 
-from imagerag import chat
 from imagerag.adapters.azure_openai import MAX_IMAGES, AzureOpenAIAnswerer, build_messages
+from imagerag.chat import completion
 from imagerag.ports import AnswererError, AnswerRequest, GroundingDocument
 
 API_VERSION = "2024-10-21"
@@ -24,7 +24,7 @@ def service() -> Iterator[FakeOpenAIService]:
 
 
 def image_url(seed: int) -> str:
-    return chat.grounding_data_url(picture_bytes(seed))
+    return completion.grounding_data_url(picture_bytes(seed))
 
 
 def request(documents: int, prompt_images: int = 1, in_scope: bool = True) -> AnswerRequest:

@@ -10,12 +10,15 @@ from typing import Any
 import pytest
 from sample_images import altered_copy, picture_bytes
 
-from imagerag import chat, retrieval
+from imagerag import retrieval
 from imagerag.adapters.extractive import ExtractiveAnswerer
+from imagerag.chat import completion, errors, prompt_image, response
+from imagerag.chat import request as parsing
 from imagerag.ports import (
     AnswererError,
     AnswerRequest,
     FieldMapping,
+    FieldMappingError,
     IndexNotFoundError,
     InvalidFilterError,
     ModelInfo,
@@ -123,8 +126,8 @@ BAD_REQUESTS = [
 
 @pytest.mark.parametrize(("raw", "param", "code"), BAD_REQUESTS)
 def test_bad_requests_are_refused_naming_the_field(raw: bytes, param: str | None, code: str | None):
-    with pytest.raises(chat.ChatError) as caught:
-        chat.parse_request(raw, default_index="images-v")
+    with pytest.raises(errors.ChatError) as caught:
+        parsing.parse_request(raw, default_index="images-v")
     error = caught.value
     assert error.status == 400
     assert error.param == param
@@ -136,15 +139,15 @@ def test_bad_requests_are_refused_naming_the_field(raw: bytes, param: str | None
 
 
 def test_defaults_and_full_parameters_are_parsed():
-    plain = chat.parse_request(
+    plain = parsing.parse_request(
         json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode(),
         default_index="products-v",
     )
-    assert plain.data_source == chat.DataSource(index_name="products-v")
+    assert plain.data_source == parsing.DataSource(index_name="products-v")
     assert plain.data_source.top_n == 5 and plain.data_source.strictness == 3
     assert plain.data_source.in_scope is True and plain.stream is False
 
-    full = chat.parse_request(
+    full = parsing.parse_request(
         body(
             stream=True,
             data_sources=params(
@@ -189,12 +192,12 @@ def test_defaults_and_full_parameters_are_parsed():
 
 
 def test_data_urls_are_decoded_and_checked():
-    assert chat.load_prompt_image(DATA_URL, "p", chat.ImageUrlPolicy()) == JPEG
+    assert prompt_image.load_prompt_image(DATA_URL, "p", prompt_image.ImageUrlPolicy()) == JPEG
 
-    def refused(url: str) -> chat.ChatError:
-        with pytest.raises(chat.ChatError) as caught:
-            chat.load_prompt_image(
-                url, "messages[0].content[1].image_url.url", chat.ImageUrlPolicy()
+    def refused(url: str) -> errors.ChatError:
+        with pytest.raises(errors.ChatError) as caught:
+            prompt_image.load_prompt_image(
+                url, "messages[0].content[1].image_url.url", prompt_image.ImageUrlPolicy()
             )
         assert caught.value.param == "messages[0].content[1].image_url.url"
         return caught.value
@@ -229,25 +232,29 @@ def public(host: str, port: int) -> list[str]:
     ],
 )
 def test_allowed_hosts_resolving_to_non_public_addresses_are_refused(addresses: list[str]):
-    policy = chat.ImageUrlPolicy(allowlist=("cdn.example.com",), resolve=lambda h, p: addresses)
-    with pytest.raises(chat.ChatError) as caught:
-        chat.check_image_url("https://cdn.example.com/a.jpg", policy, "messages[0].content[0]")
+    policy = prompt_image.ImageUrlPolicy(
+        allowlist=("cdn.example.com",), resolve=lambda h, p: addresses
+    )
+    with pytest.raises(errors.ChatError) as caught:
+        prompt_image.check_image_url(
+            "https://cdn.example.com/a.jpg", policy, "messages[0].content[0]"
+        )
     assert caught.value.status == 400
     assert caught.value.code == "image_url_not_allowed"
     assert caught.value.param == "messages[0].content[0]"
 
 
 def test_allow_list_decides_which_hosts_are_fetched():
-    policy = chat.ImageUrlPolicy(
+    policy = prompt_image.ImageUrlPolicy(
         allowlist=("images.example.com", "*.cdn.example.org"),
         resolve=lambda h, p: ["93.184.216.34"],
     )
-    assert chat.check_image_url("https://images.example.com/a.jpg", policy, "p") == (
+    assert prompt_image.check_image_url("https://images.example.com/a.jpg", policy, "p") == (
         "images.example.com",
         443,
         "93.184.216.34",
     )
-    assert chat.check_image_url("http://x.cdn.example.org:8080/a", policy, "p")[1:] == (
+    assert prompt_image.check_image_url("http://x.cdn.example.org:8080/a", policy, "p")[1:] == (
         8080,
         "93.184.216.34",
     )
@@ -256,21 +263,21 @@ def test_allow_list_decides_which_hosts_are_fetched():
         "https://images.example.com.evil.net/a.jpg",
         "https://cdn.example.org/a.jpg",  # "*." means subdomains only
     ):
-        with pytest.raises(chat.ChatError) as caught:
-            chat.check_image_url(url, policy, "p")
+        with pytest.raises(errors.ChatError) as caught:
+            prompt_image.check_image_url(url, policy, "p")
         assert caught.value.code == "image_url_not_allowed"
-    nothing_allowed = chat.ImageUrlPolicy(resolve=public)
-    with pytest.raises(chat.ChatError):
-        chat.check_image_url("https://images.example.com/a.jpg", nothing_allowed, "p")
+    nothing_allowed = prompt_image.ImageUrlPolicy(resolve=public)
+    with pytest.raises(errors.ChatError):
+        prompt_image.check_image_url("https://images.example.com/a.jpg", nothing_allowed, "p")
 
 
 def test_a_host_that_does_not_resolve_is_a_bad_request():
     def fail(host: str, port: int) -> list[str]:
         raise OSError("no such host")
 
-    policy = chat.ImageUrlPolicy(allowlist=("nowhere.example",), resolve=fail)
-    with pytest.raises(chat.ChatError) as caught:
-        chat.check_image_url("https://nowhere.example/a.jpg", policy, "p")
+    policy = prompt_image.ImageUrlPolicy(allowlist=("nowhere.example",), resolve=fail)
+    with pytest.raises(errors.ChatError) as caught:
+        prompt_image.check_image_url("https://nowhere.example/a.jpg", policy, "p")
     assert (caught.value.status, caught.value.code) == (400, "invalid_image_url")
 
 
@@ -421,6 +428,8 @@ class FakeIndex:
             raise IndexNotFoundError(self.name)
         if filter == "bad":
             raise InvalidFilterError("unknown field")
+        if fields.image_vector_fields != DEFAULT_FIELDS.image_vector_fields:
+            raise FieldMappingError("not a vector field", mapping="image_vector_fields")
         self.filters.append(filter)
         ranked = sorted(self._image.items(), key=lambda kv: -kv[1])[:top]
         return [hit(doc_id, score) for doc_id, score in ranked]
@@ -439,6 +448,8 @@ class FakeIndex:
 
 
 class RecordingAnswerer:
+    model = "recording-model"
+
     def __init__(self, error: AnswererError | None = None) -> None:
         self.requests: list[AnswerRequest] = []
         self.error = error
@@ -460,9 +471,9 @@ LITE = ModelInfo("efficientnet-lite0", "1", 2, False)
 
 def deps(
     index: FakeIndex, vectorizer: FakeVectorizer | None = None, answerer: Any = None
-) -> chat.ChatDependencies:
+) -> completion.ChatDependencies:
     vec = vectorizer or FakeVectorizer(LITE)
-    return chat.ChatDependencies(
+    return completion.ChatDependencies(
         vectorizer=lambda: vec,
         index=lambda name: index,
         answerer=answerer or RecordingAnswerer(),
@@ -471,9 +482,11 @@ def deps(
     )
 
 
-def run(request_body: bytes, dependencies: chat.ChatDependencies) -> tuple[dict[str, Any], str]:
-    outcome = chat.complete(
-        chat.parse_request(request_body, default_index="images-v"), dependencies
+def run(
+    request_body: bytes, dependencies: completion.ChatDependencies
+) -> tuple[dict[str, Any], str]:
+    outcome = completion.complete(
+        parsing.parse_request(request_body, default_index="images-v"), dependencies
     )
     return outcome.context, "".join(outcome.deltas)
 
@@ -514,7 +527,7 @@ def test_in_scope_answers_not_found_when_nothing_passes_strictness():
     answerer = RecordingAnswerer()
     request = body(messages=[user(image(DATA_URL))], data_sources=params(strictness=4))
     context, content = run(request, deps(index, answerer=answerer))
-    assert content == chat.NOT_FOUND_ANSWER
+    assert content == completion.NOT_FOUND_ANSWER
     assert context["citations"] == []
     assert answerer.requests == []
 
@@ -591,7 +604,7 @@ def test_dependency_failures_map_to_documented_statuses(
     index, vectorizer, answerer, status, code, param
 ):
     request = body(messages=[user(text("this?"), image(DATA_URL))])
-    with pytest.raises(chat.ChatError) as caught:
+    with pytest.raises(errors.ChatError) as caught:
         run(request, deps(index, vectorizer, answerer))
     assert (caught.value.status, caught.value.code, caught.value.param) == (status, code, param)
     if status == 429:
@@ -600,9 +613,21 @@ def test_dependency_failures_map_to_documented_statuses(
 
 def test_an_invalid_filter_is_a_bad_request_naming_the_filter():
     index = FakeIndex({"a": 0.9}, [], LITE)
-    with pytest.raises(chat.ChatError) as caught:
+    with pytest.raises(errors.ChatError) as caught:
         run(body(messages=[user(image(DATA_URL))], data_sources=params(filter="bad")), deps(index))
     assert (caught.value.status, caught.value.param) == (400, f"{P}.filter")
+
+
+def test_a_field_the_index_cannot_serve_is_a_bad_request_naming_the_mapping():
+    index = FakeIndex({"a": 0.9}, [], LITE)
+    mapping = {"image_vector_fields": ["colour"]}
+    request = body(messages=[user(image(DATA_URL))], data_sources=params(fields_mapping=mapping))
+    with pytest.raises(errors.ChatError) as caught:
+        run(request, deps(index))
+    assert (caught.value.status, caught.value.param) == (
+        400,
+        f"{P}.fields_mapping.image_vector_fields",
+    )
 
 
 def test_an_index_without_a_recorded_model_is_trusted():
@@ -612,7 +637,7 @@ def test_an_index_without_a_recorded_model_is_trusted():
 
 
 def test_a_message_with_nothing_to_search_is_refused():
-    with pytest.raises(chat.ChatError) as caught:
+    with pytest.raises(errors.ChatError) as caught:
         run(body(messages=[user(text("  "))]), deps(FakeIndex({}, [], LITE)))
     assert (caught.value.status, caught.value.param) == (400, "messages[0].content")
 
@@ -622,18 +647,18 @@ def test_a_message_with_nothing_to_search_is_refused():
 
 def test_completion_and_chunk_shapes():
     context = {"citations": [], "intent": "[]"}
-    completion = chat.completion_body(
+    body = response.completion_body(
         completion_id="chatcmpl-1", created=5, model="gpt-4o", content="hi [doc1]", context=context
     )
-    assert completion["object"] == "chat.completion"
-    assert completion["choices"][0]["message"] == {
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["message"] == {
         "role": "assistant",
         "content": "hi [doc1]",
         "context": context,
     }
-    assert completion["choices"][0]["finish_reason"] == "stop"
+    assert body["choices"][0]["finish_reason"] == "stop"
     chunks = list(
-        chat.chunk_bodies(
+        response.chunk_bodies(
             completion_id="chatcmpl-1",
             created=5,
             model="m",
@@ -645,11 +670,11 @@ def test_completion_and_chunk_shapes():
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "context": context}
     assert [c["choices"][0]["delta"].get("content") for c in chunks[1:3]] == ["a", "b"]
     assert chunks[-1]["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "stop"}
-    events = chat.sse_body(chunks).decode().split("\n\n")
+    events = response.sse_body(chunks).decode().split("\n\n")
     assert events[-2:] == ["data: [DONE]", ""]
     assert json.loads(events[0].removeprefix("data: ")) == chunks[0]
-    assert chat.new_completion_id().startswith("chatcmpl-")
-    assert len(chat.new_completion_id()) == len("chatcmpl-") + 32
+    assert response.new_completion_id().startswith("chatcmpl-")
+    assert len(response.new_completion_id()) == len("chatcmpl-") + 32
 
 
 def test_extractive_answer_cites_each_document():
@@ -671,14 +696,14 @@ def test_extractive_answer_cites_each_document():
 
 def test_grounding_images_are_small_jpeg_data_urls():
     big = picture_bytes(3, "PNG", size=(2000, 1500))
-    url = chat.grounding_data_url(big)
+    url = completion.grounding_data_url(big)
     assert url.startswith("data:image/jpeg;base64,")
     from io import BytesIO
 
     from PIL import Image
 
     with Image.open(BytesIO(base64.b64decode(url.split(",", 1)[1]))) as small:
-        assert max(small.size) == chat.GROUNDING_IMAGE_SIDE
+        assert max(small.size) == completion.GROUNDING_IMAGE_SIDE
     assert altered_copy(JPEG) != JPEG
 
 
@@ -715,13 +740,13 @@ def test_citation_urls_are_signed_or_served_by_the_app_and_never_open_other_cont
     signing, plain = FakeStore(signs=True), FakeStore(signs=False)
 
     def url(hit: SearchHit, store: Any) -> str | None:
-        return chat.citation_url(hit, store, image_route=route, containers=["images"])
+        return completion.citation_url(hit, store, image_route=route, containers=["images"])
 
     assert url(own, signing) == "https://acct.blob.core.windows.net/images/a b.jpg?sig=x"
     assert url(own, plain) == "http://host/api/images/images/a%20b.jpg"
     assert url(other, plain) is None
     assert url(elsewhere, signing) is None
-    assert chat.citation_url(own, None, image_route=route, containers=["images"]) is None
+    assert completion.citation_url(own, None, image_route=route, containers=["images"]) is None
 
 
 def test_the_blob_store_signs_read_urls_only_with_an_identity():

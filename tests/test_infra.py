@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from functools import cache
 from pathlib import Path
 
@@ -780,8 +781,10 @@ def test_azure_yaml_deploys_the_root_as_a_python_function() -> None:
         r"^  api:\n    project: \.\n    language: python\n    host: function$", text, re.M
     )
     assert re.search(r"^infra:\n  provider: bicep\n  path: infra$", text, re.M)
-    # The event subscription is enabled after the code is deployed.
-    assert "IMAGERAG_EVENT_SUBSCRIPTION" in text
+    # The event subscription is enabled after the code is deployed (see the hooks tests below).
+    for hook in ("preup", "postdeploy", "postdown"):
+        for shell in ("posix", "windows"):
+            assert (ROOT / _hook_script(hook, shell)).is_file(), (hook, shell)
     parameters = (INFRA / "main.parameters.json").read_text()
     assert '"${IMAGERAG_EVENT_SUBSCRIPTION=false}"' in parameters
 
@@ -804,6 +807,471 @@ def test_funcignore_keeps_local_only_files_out() -> None:
         "requirements-dev.txt",
     ):
         assert entry in ignored, entry
+
+
+# --- (g) what Azure itself would refuse: model lifecycle, principal type, hooks, regions --------
+
+# Azure OpenAI chat model versions that are retired, closed to new customers (deprecated) or
+# legacy, with the retirement date Azure gives. Sources, read 2026-12-01:
+# [1] "Model retirement schedule", Microsoft Foundry docs, updated 2026-09-02:
+#     https://learn.microsoft.com/azure/foundry/openai/concepts/model-retirement-schedule
+# [2] the same table on 2026-04-23 (MicrosoftDocs/azure-ai-docs,
+#     articles/foundry/openai/includes/concepts-model-retirement-schedule-content.md): gpt-4o
+#     2024-11-20 closed to new customers 2025-11-20, retiring 2026-10-01 (the date issue 17 cites).
+# [3] "Azure OpenAI reasoning models", updated 2026-02-24: the GPT-5 series takes image input on
+#     chat completions, no temperature/top_p, max_completion_tokens:
+#     https://learn.microsoft.com/azure/foundry/openai/how-to/reasoning
+# [4] "Azure OpenAI API version lifecycle", updated 2026-03-19: dated versions stop at
+#     2025-04-01-preview (newest) and 2024-10-21 (GA, before the reasoning models); the
+#     versionless v1 API replaces them:
+#     https://learn.microsoft.com/azure/foundry/openai/api-version-lifecycle
+RETIRED_CHAT_MODELS: dict[tuple[str, str], tuple[str, str]] = {
+    # (model, version): (lifecycle, retirement date)
+    ("gpt-4o", "2024-05-13"): ("Deprecated", "2026-10-01"),  # [1]
+    ("gpt-4o", "2024-08-06"): ("Deprecated", "2027-04-14"),  # [1]
+    ("gpt-4o", "2024-11-20"): ("Legacy", "2026-10-01"),  # [2]; [1] moved it to 2027-04-14
+    ("gpt-4o-mini", "2024-07-18"): ("Deprecated", "2027-04-14"),  # [1]
+    ("gpt-4.1", "2025-04-14"): ("Legacy", "2027-04-14"),  # [1]
+    ("gpt-4.1-mini", "2025-04-14"): ("Legacy", "2027-04-14"),  # [1]
+    ("gpt-4.1-nano", "2025-04-14"): ("Legacy", "2027-04-14"),  # [1]
+    ("gpt-5-chat", "2025-08-07"): ("Retired", "2026-06-29"),  # [1]
+    ("gpt-5-chat", "2025-10-03"): ("Retired", "2026-05-13"),  # [1]
+    ("gpt-5.1-chat", "2025-11-13"): ("Retired", "2026-06-29"),  # [1]
+    ("gpt-5.2-chat", "2025-12-11"): ("Retired", "2026-05-13"),  # [1]
+    ("gpt-5.2-chat", "2026-02-10"): ("Retired", "2026-06-29"),  # [1]
+    ("gpt-5.3-chat", "2026-03-03"): ("Retired", "2026-06-29"),  # [1]
+    ("o1", "2024-12-17"): ("Deprecated", "2026-10-21"),  # [1]
+    ("o3-mini", "2025-01-31"): ("Deprecated", "2026-10-01"),  # [1]
+    ("o3", "2025-04-16"): ("GA", "2026-10-21"),  # [1]: past its date
+    ("o4-mini", "2025-04-16"): ("Deprecated", "2026-10-16"),  # [1]
+}
+
+# Generally available GPT-5 series chat models on [1] (image input on chat completions: [3]) and
+# their retirement dates: the default must be one of them, with at least a year left when it was
+# chosen and the latest date among them. [1] lists no GPT-6 model yet.
+GA_CHAT_MODELS: dict[tuple[str, str], str] = {
+    ("gpt-5", "2025-08-07"): "2027-02-09",
+    ("gpt-5-mini", "2025-08-07"): "2027-02-09",
+    ("gpt-5.1", "2025-11-13"): "2027-05-15",
+    ("gpt-5.2", "2025-12-11"): "2027-06-08",
+    ("gpt-5.4", "2026-03-05"): "2027-09-02",
+    ("gpt-5.4-mini", "2026-03-17"): "2027-09-21",
+    ("gpt-5.5", "2026-04-24"): "2027-10-26",
+    ("gpt-5.6-luna", "2026-07-09"): "2028-01-11",
+    ("gpt-5.6-sol", "2026-07-09"): "2028-01-11",
+    ("gpt-5.6-terra", "2026-07-09"): "2028-01-11",
+}
+MODEL_CHOSEN_ON = date(2026, 12, 1)
+
+# The "Multimodal embeddings" column of the Image Analysis region table (Azure AI Vision docs,
+# overview-image-analysis.md#region-availability, 2025-09-16 revision, current on 2026-12-01).
+MULTIMODAL_EMBEDDINGS_REGIONS = {
+    "eastus",
+    "westus",
+    "westus2",
+    "francecentral",
+    "northeurope",
+    "westeurope",
+    "swedencentral",
+    "switzerlandnorth",
+    "australiaeast",
+    "southeastasia",
+    "koreacentral",
+    "japaneast",
+}
+
+# Regions with Flex Consumption, as allowed by Microsoft's Flex Consumption azd templates
+# (Azure-Samples/remote-mcp-functions-python, infra/main.bicep; `eastus2euap` is a canary region
+# and left out). `az functionapp list-flexconsumption-locations` gives the live list.
+FLEX_CONSUMPTION_REGIONS = {
+    "australiaeast",
+    "australiasoutheast",
+    "brazilsouth",
+    "canadacentral",
+    "centralindia",
+    "centralus",
+    "eastasia",
+    "eastus",
+    "eastus2",
+    "francecentral",
+    "germanywestcentral",
+    "italynorth",
+    "japaneast",
+    "koreacentral",
+    "northcentralus",
+    "northeurope",
+    "norwayeast",
+    "southafricanorth",
+    "southcentralus",
+    "southeastasia",
+    "southindia",
+    "spaincentral",
+    "swedencentral",
+    "uaenorth",
+    "uksouth",
+    "ukwest",
+    "westcentralus",
+    "westeurope",
+    "westus",
+    "westus2",
+    "westus3",
+}
+
+EVENT_SUBSCRIPTION_FLAG = "IMAGERAG_EVENT_SUBSCRIPTION"
+
+
+def _param_declaration(bicep: BicepFile, name: str) -> tuple[Node, Node | None]:
+    """(parameter_declaration, its decorators node or None)."""
+    decorators: Node | None = None
+    for node in bicep.root.named_children:
+        if node.type == "decorators":
+            decorators = node
+        elif node.type == "parameter_declaration":
+            if _text(node.named_children[0]) == name:
+                return node, decorators
+            decorators = None
+        elif node.type != "comment":
+            decorators = None
+    raise AssertionError(f"{_ids(bicep.path)}: no param {name}")
+
+
+def _param_default(bicep: BicepFile, name: str) -> str:
+    declaration, _ = _param_declaration(bicep, name)
+    assert bicep.params[name], f"{name} has no default"
+    value = declaration.named_children[-1]
+    return _string_value(value) if value.type == "string" else _text(value)
+
+
+def _decorator_argument(bicep: BicepFile, param: str, decorator: str) -> Node | None:
+    _, decorators = _param_declaration(bicep, param)
+    if decorators is None:
+        return None
+    for node in decorators.named_children:
+        if node.type != "decorator":
+            continue
+        call = node.named_children[0]
+        if call.type == "call_expression" and _text(call.named_children[0]) == decorator:
+            return call.named_children[-1].named_children[0]
+    return None
+
+
+def _allowed(bicep: BicepFile, param: str) -> list[str]:
+    values = _decorator_argument(bicep, param, "allowed")
+    assert values is not None and values.type == "array", param
+    return [_string_value(v) for v in values.named_children if v.type == "string"]
+
+
+def _azd_metadata(bicep: BicepFile, param: str) -> dict[str, Node]:
+    metadata = _decorator_argument(bicep, param, "metadata")
+    assert metadata is not None, f"{param} has no @metadata"
+    return _properties(_properties(metadata)["azd"])
+
+
+def _readme_default(setting: str) -> str:
+    cell = _readme_settings_table()[setting][2]
+    match = re.fullmatch(r"`([^`]+)`", cell)
+    assert match, cell
+    return match.group(1)
+
+
+def test_chat_model_default_is_not_retired_and_has_runway() -> None:
+    main = _load(MAIN)
+    model = (_param_default(main, "chatModelName"), _param_default(main, "chatModelVersion"))
+    assert model not in RETIRED_CHAT_MODELS, RETIRED_CHAT_MODELS.get(model)
+    assert model in GA_CHAT_MODELS, f"{model} is not a GA chat model with image input on [1]"
+    retires = date.fromisoformat(GA_CHAT_MODELS[model])
+    assert (retires - MODEL_CHOSEN_ON).days >= 365, retires
+    assert retires > date.today(), f"{model} retired on {retires}: choose its successor"
+    # The longest runway among the GA candidates.
+    assert retires == max(date.fromisoformat(d) for d in GA_CHAT_MODELS.values())
+
+
+def test_retired_models_table_guards_the_old_default() -> None:
+    # Guards the table: the version issue 17 found is in it, with its sources' dates.
+    assert RETIRED_CHAT_MODELS[("gpt-4o", "2024-11-20")] == ("Legacy", "2026-10-01")
+    assert set(RETIRED_CHAT_MODELS).isdisjoint(GA_CHAT_MODELS)
+    for lifecycle, retires in RETIRED_CHAT_MODELS.values():
+        assert lifecycle in {"Retired", "Deprecated", "Legacy", "GA"}
+        date.fromisoformat(retires)
+
+
+def test_chat_deployment_follows_new_versions_and_takes_parameters() -> None:
+    main = _load(MAIN)
+    module = next(d for p, d in main.modules.values() if p == "app/openai.bicep")
+    params = {k: _text(v) for k, v in _module_params(module).items()}
+    assert params["modelName"] == "chatModelName"
+    assert params["modelVersion"] == "chatModelVersion"
+    assert params["deploymentName"] == "chatDeploymentName"
+    assert params["deploymentSku"] == "chatDeploymentSku"
+    assert params["capacity"] == "chatDeploymentCapacity"
+    openai = _load(INFRA / "app" / "openai.bicep")
+    _, deployment = next(
+        (t, d)
+        for t, d in openai.resources.values()
+        if t == "Microsoft.CognitiveServices/accounts/deployments"
+    )
+    props = _properties(_properties(_body(deployment))["properties"])
+    assert _string_value(props["versionUpgradeOption"]) == "OnceCurrentVersionExpired"
+    model = {k: _text(v) for k, v in _properties(props["model"]).items()}
+    assert model == {"format": "'OpenAI'", "name": "modelName", "version": "modelVersion"}
+
+
+def test_openai_defaults_agree_in_bicep_code_and_readme() -> None:
+    import imagerag.config as config
+
+    main = _load(MAIN)
+    deployment = _param_default(main, "chatDeploymentName")
+    api_version = _param_default(main, "openAiApiVersion")
+    assert (
+        deployment
+        == config.DEFAULT_OPENAI_DEPLOYMENT
+        == _readme_default(config.OPENAI_DEPLOYMENT_SETTING)
+    )
+    assert (
+        api_version
+        == config.DEFAULT_OPENAI_API_VERSION
+        == _readme_default(config.OPENAI_API_VERSION_SETTING)
+    )
+    # A dated data-plane version that serves reasoning models on the deployments path [4]:
+    # later than the GA 2024-10-21, at most the newest dated one.
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}(-preview)?", api_version), api_version
+    assert "2024-12-01" <= api_version[:10] <= "2025-04-01", api_version
+
+
+def test_principal_type_flows_from_the_parameters_file() -> None:
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    # azd sets AZURE_PRINCIPAL_TYPE (ServicePrincipal when it runs as one, in CI).
+    assert parameters["principalType"]["value"] == "${AZURE_PRINCIPAL_TYPE=User}"
+    main = _load(MAIN)
+    assert _allowed(main, "principalType") == ["User", "ServicePrincipal", "Group"]
+    rbac = next(d for p, d in main.modules.values() if p == "app/rbac.bicep")
+    assert _text(_module_params(rbac)["userPrincipalType"]) == "principalType"
+    bicep = _load(RBAC)
+    for type_, decl in bicep.resources.values():
+        if type_ != "Microsoft.Authorization/roleAssignments":
+            continue
+        properties = _properties(_properties(_body(decl))["properties"])
+        principal = _text(properties["principalId"])
+        expected = "userPrincipalType" if principal == "userPrincipalId" else "'ServicePrincipal'"
+        assert _text(properties["principalType"]) == expected, principal
+
+
+@pytest.mark.parametrize("path", BICEP_FILES, ids=_ids)
+def test_role_assignment_names_include_the_principal(path: Path) -> None:
+    # guid(scope, principal, role): a recreated identity gets a new name instead of
+    # RoleAssignmentUpdateNotPermitted on the old one.
+    for type_, decl in _load(path).resources.values():
+        if type_ != "Microsoft.Authorization/roleAssignments":
+            continue
+        body = _properties(_body(decl))
+        name = body["name"]
+        assert name.type == "call_expression" and _text(name.named_children[0]) == "guid"
+        arguments = [_text(a) for a in name.named_children[-1].named_children]
+        principal = _text(_properties(body["properties"])["principalId"])
+        assert principal in arguments, (_ids(path), arguments)
+
+
+def test_event_grid_topic_role_is_named_after_its_identity() -> None:
+    topic = _load(INFRA / "app" / "eventgrid-topic.bicep")
+    assert not any(
+        t == "Microsoft.Authorization/roleAssignments" for t, _ in topic.resources.values()
+    ), "a name with the topic's principal id needs the assignment in a module"
+    module = next(d for p, d in topic.modules.values() if p == "deadletter-access.bicep")
+    params = {k: _text(v) for k, v in _module_params(module).items()}
+    assert params["principalId"] == "topic.identity.principalId"
+    assert params["containerName"] == "deadLetterContainerName"
+    access = _role_assignments(INFRA / "app" / "deadletter-access.bicep")
+    assert access == {
+        Assignment(
+            ROLE_IDS["Storage Blob Data Contributor"],
+            "Microsoft.Storage/storageAccounts/blobServices/containers",
+            "containerName",
+            "principalId",
+        )
+    }
+
+
+def test_regions_are_checked_with_the_parameters() -> None:
+    main = _load(MAIN)
+    assert set(_allowed(main, "visionLocation")) == MULTIMODAL_EMBEDDINGS_REGIONS
+    assert {"swedencentral", "switzerlandnorth"} <= MULTIMODAL_EMBEDDINGS_REGIONS
+    assert _param_default(main, "visionLocation") in MULTIMODAL_EMBEDDINGS_REGIONS
+    assert set(_allowed(main, "location")) == FLEX_CONSUMPTION_REGIONS
+    for param in ("location", "visionLocation", "openAiLocation"):
+        assert _string_value(_azd_metadata(main, param)["type"]) == "location", param
+
+
+def test_openai_location_is_offered_only_where_the_model_has_quota() -> None:
+    main = _load(MAIN)
+    # Required and empty in a fresh azd environment, so azd prompts with its location list,
+    # filtered by usageName: OpenAI.<sku>.<model>,<capacity> of the chat deployment.
+    assert not main.params["openAiLocation"]
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters["openAiLocation"]["value"] == "${AZURE_OPENAI_LOCATION}"
+    usage = _azd_metadata(main, "openAiLocation")["usageName"]
+    names = [_string_value(v) for v in usage.named_children if v.type == "string"]
+    expected = (
+        f"OpenAI.{_param_default(main, 'chatDeploymentSku')}."
+        f"{_param_default(main, 'chatModelName')},{_param_default(main, 'chatDeploymentCapacity')}"
+    )
+    assert names == [expected]
+    module = next(d for p, d in main.modules.values() if p == "app/openai.bicep")
+    assert _text(_module_params(module)["location"]) == "openAiLocation"
+
+
+# --- azd hooks: a fake azd that keeps an environment the way azd does -------------------------
+
+FAKE_AZD = """#!{python}
+import json, os, sys
+from pathlib import Path
+
+state_path = Path(os.environ["FAKE_AZD_STATE"])
+state = json.loads(state_path.read_text())
+args = sys.argv[1:]
+rc = 0
+if args[:2] == ["env", "set"] and len(args) == 4:
+    state["dotenv"][args[2]] = args[3]
+elif args == ["provision", "--no-prompt"]:
+    # azd resolves ${{NAME}} in main.parameters.json from the environment's .env first, then
+    # the process environment (Environment.Getenv in azure-dev).
+    name = os.environ["FAKE_AZD_WATCH"]
+    state["provisions"].append(state["dotenv"].get(name, os.environ.get(name)))
+    rc = int(os.environ.get("FAKE_AZD_PROVISION_RC", "0"))
+else:
+    rc = 64
+    print("fake azd: unexpected", args, file=sys.stderr)
+state_path.write_text(json.dumps(state))
+sys.exit(rc)
+"""
+
+
+def _hook_script(hook: str, shell: str = "posix") -> str:
+    text = (ROOT / "azure.yaml").read_text()
+    section = re.search(rf"^  {hook}:\n((?:    .*\n)+)", text, re.M)
+    assert section, f"azure.yaml has no {hook} hook"
+    match = re.search(
+        rf"^    {shell}:\n      shell: (\w+)\n      run: (\S+)\n      continueOnError: false$",
+        section.group(1),
+        re.M,
+    )
+    assert match, (hook, shell)
+    assert match.group(1) == ("sh" if shell == "posix" else "pwsh")
+    return match.group(2)
+
+
+def _parameter_reference(name: str) -> tuple[str, str | None]:
+    value = json.loads((INFRA / "main.parameters.json").read_text())["parameters"][name]["value"]
+    match = re.fullmatch(r"\$\{(\w+)(?:=([^}]*))?\}", value)
+    assert match, value
+    return match.group(1), match.group(2)
+
+
+class FakeAzd:
+    """Runs the project's posix hooks against a fake `azd` on PATH, as azd runs them: the
+    environment's values in the hook's process environment."""
+
+    def __init__(self, tmp_path: Path, dotenv: dict[str, str] | None = None) -> None:
+        self.bin = tmp_path / "bin"
+        self.bin.mkdir()
+        azd = self.bin / "azd"
+        azd.write_text(FAKE_AZD.format(python=sys.executable))
+        azd.chmod(0o755)
+        self.state = tmp_path / "azd-state.json"
+        self.state.write_text(json.dumps({"dotenv": dotenv or {}, "provisions": []}))
+        self.flag, self.default = _parameter_reference("eventSubscriptionEnabled")
+
+    @property
+    def dotenv(self) -> dict[str, str]:
+        return dict(json.loads(self.state.read_text())["dotenv"])
+
+    @property
+    def provisions(self) -> list[str | None]:
+        return list(json.loads(self.state.read_text())["provisions"])
+
+    def run_hook(self, hook: str, provision_rc: int = 0) -> int:
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("IMAGERAG_", "AZURE_", "FAKE_AZD"))
+        }
+        env.update(self.dotenv)
+        env["PATH"] = f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}"
+        env["FAKE_AZD_STATE"] = str(self.state)
+        env["FAKE_AZD_WATCH"] = self.flag
+        env["FAKE_AZD_PROVISION_RC"] = str(provision_rc)
+        result = subprocess.run(
+            ["sh", str(ROOT / _hook_script(hook))],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert "unexpected" not in result.stderr, result.stderr
+        return result.returncode
+
+    def subscription_in_next_provision(self) -> bool:
+        """eventSubscriptionEnabled of a provision azd starts from a clean shell."""
+        value = self.dotenv.get(self.flag, self.default)
+        return value == "true"
+
+
+def test_event_subscription_flag_defaults_to_false() -> None:
+    assert _parameter_reference("eventSubscriptionEnabled") == (EVENT_SUBSCRIPTION_FLAG, "false")
+    assert "param eventSubscriptionEnabled bool = false" in MAIN.read_text()
+
+
+def test_postdeploy_creates_the_subscription_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    azd = FakeAzd(tmp_path)
+    assert not azd.subscription_in_next_provision()
+    assert azd.run_hook("postdeploy") == 0
+    assert azd.provisions == ["true"]  # the nested provision creates the subscription
+    assert azd.dotenv == {EVENT_SUBSCRIPTION_FLAG: "false"}
+    assert not azd.subscription_in_next_provision()
+
+
+def test_postdeploy_resets_the_flag_when_the_provision_fails(tmp_path: Path) -> None:
+    azd = FakeAzd(tmp_path)
+    assert azd.run_hook("postdeploy", provision_rc=3) == 3
+    assert azd.provisions == ["true"]
+    assert not azd.subscription_in_next_provision()
+
+
+@pytest.mark.parametrize("hook", ["preup", "postdown"])
+def test_leftover_flag_is_cleared(tmp_path: Path, hook: str) -> None:
+    # An interrupted postdeploy, or the previous version of the hook, left the flag true.
+    azd = FakeAzd(tmp_path, {EVENT_SUBSCRIPTION_FLAG: "true"})
+    assert azd.run_hook(hook) == 0
+    assert azd.provisions == []
+    assert not azd.subscription_in_next_provision()
+
+
+def test_azd_up_after_azd_down_provisions_before_subscribing(tmp_path: Path) -> None:
+    azd = FakeAzd(tmp_path)
+    for _ in range(2):  # azd up, azd down, azd up
+        assert azd.run_hook("preup") == 0
+        assert not azd.subscription_in_next_provision()  # before any code is deployed
+        assert azd.run_hook("postdeploy") == 0  # after azd deploy
+        assert azd.run_hook("postdown") == 0
+    assert azd.provisions == ["true", "true"]
+    assert not azd.subscription_in_next_provision()
+
+
+def test_windows_hooks_run_the_same_azd_commands() -> None:
+    def azd_commands(script: str) -> list[str]:
+        return [
+            line.strip()
+            for line in (ROOT / script).read_text().splitlines()
+            if line.strip().startswith("azd ")
+        ]
+
+    for hook in ("preup", "postdeploy", "postdown"):
+        posix = azd_commands(_hook_script(hook, "posix"))
+        windows = azd_commands(_hook_script(hook, "windows"))
+        assert posix and [c.split(" ||")[0] for c in posix] == windows, hook
+    postdeploy = (ROOT / _hook_script("postdeploy", "windows")).read_text()
+    assert "exit $status" in postdeploy
 
 
 # --- (f) azure-functions-doctor ---------------------------------------------------------------

@@ -83,6 +83,13 @@ def test_ingestion_through_azure_vision_and_search(app, services, unique_contain
     assert fields["id"]["key"] is True
     assert fields["image_vector"]["dimensions"] == 1024
     assert "2023-04-15" in fields["image_vector"]["vectorSearchProfile"]
+    # Attributes declared, not left to the service's defaults (true for every string field).
+    assert {n for n, f in fields.items() if f["searchable"]} == {
+        "description",
+        "title",
+        "image_vector",
+    }
+    assert not any(f["facetable"] for f in fields.values())
     [algorithm] = index.definition["vectorSearch"]["algorithms"]
     assert algorithm["kind"] == "hnsw"
     assert algorithm["hnswParameters"]["metric"] == "cosine"

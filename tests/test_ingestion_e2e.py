@@ -13,11 +13,17 @@ import pytest
 import requests
 from PIL import Image
 from sample_images import encode, picture_bytes
+from storage_gate import StorageGate
 
-from imagerag import config, manifest
+from imagerag import config, naming
 from imagerag.adapters.local_vectorizer import LocalVectorizer
 
 REPO = Path(__file__).resolve().parent.parent
+# Azurite's published development account (the key opens only the local emulator).
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
 
 
 @pytest.fixture
@@ -43,7 +49,7 @@ def index_of(tmp_path):
 
     def open_index(container: str):
         settings = config.Settings(local_data_dir=tmp_path / "data")
-        return config.image_index(settings, config.index_name_for(container))
+        return config.image_index(settings, naming.index_name_for(container))
 
     return open_index
 
@@ -80,8 +86,9 @@ def metadata(*paths: str, descriptions: dict[str, str] | None = None) -> bytes:
 
 
 def read_report(blob_service, output: dict) -> dict:
-    container, _, path = output["report"].partition("/")
-    return json.loads(blob_service.get_blob_client(container, path).download_blob().readall())
+    ref = output["report"]
+    blob = blob_service.get_blob_client(ref["container"], ref["path"])
+    return json.loads(blob.download_blob().readall())
 
 
 def latest_finished(host, count: int) -> dict:
@@ -285,19 +292,54 @@ def test_status_route_validates_the_instance_id(app):
         assert response.json()["error"]["code"] in ("InvalidInstanceId", "NotFound")
 
 
-def test_a_newer_version_stops_the_running_one(app, index_of, wait_for):
-    host, container, _ = app
+@pytest.fixture
+def gated_app(devhost, azurite, blob_service, unique_container, tmp_path):
+    """Like ``app``, but devhost reaches Azurite through a gate that can hold requests."""
+    gate = StorageGate(azurite.port)
+    host = devhost(
+        REPO,
+        env={
+            "AzureWebJobsStorage": gate.connection_string(AZURITE_ACCOUNT, AZURITE_KEY),
+            "IMAGES_CONTAINER": unique_container,
+            "WORK_CONTAINER": f"{unique_container}-work",
+            "LOCAL_DATA_DIR": str(tmp_path / "data"),
+            "INGEST_PARTITION_SIZE": "3",
+        },
+        state_dir=tmp_path / "state",
+    )
+    try:
+        yield host, blob_service.get_container_client(unique_container), gate
+    finally:
+        gate.close()
+
+
+def test_a_newer_version_stops_the_running_one(gated_app, index_of, wait_for):
+    host, container, gate = gated_app
     paths = [f"set/{i:03d}.jpg" for i in range(90)]
     for seed, path in enumerate(paths):
         container.upload_blob(path, picture_bytes(seed, size=(64, 48)))
+    # Every image read of the first version waits at the gate (but those the second version
+    # lists), so that version is certainly still running when the second one arrives.
+    kept = {f"/{container.container_name}/{p}" for p in paths[:2]}
+    gate.hold(
+        lambda method, path: (
+            method == "GET"
+            and "/set/" in path
+            and not any(path.split("?")[0].endswith(k) for k in kept)
+        )
+    )
     container.upload_blob("metadata.json", metadata(*paths))
+    wait_for(lambda: gate.waiting > 0, timeout=60, message="the first version reads images")
+    [older] = ingestions(host)
+    assert older["runtimeStatus"] == "Running"
 
-    def running() -> list[dict] | None:
-        found = ingestions(host)
-        return found if found and found[0]["runtimeStatus"] == "Running" else None
-
-    [older] = wait_for(running, timeout=60)
     container.upload_blob("metadata.json", metadata(*paths[:2]), overwrite=True)
+    wait_for(
+        lambda: ingestion(host, older["instanceId"])["runtimeStatus"] == "Terminated",
+        timeout=60,
+        message="the first version is stopped",
+    )
+    gate.release()  # its reads that were waiting now finish, and must write nothing
 
     [newer, stopped] = wait_for(lambda: finished_ingestions(host, 2), timeout=180)
     assert stopped["instanceId"] == older["instanceId"]
@@ -308,5 +350,5 @@ def test_a_newer_version_stops_the_running_one(app, index_of, wait_for):
     index = index_of(container.container_name)
     source = f"{container.container_name}/metadata.json"
     assert index.ids_from_source(source) == {
-        manifest.document_id(container.container_name, p) for p in paths[:2]
+        naming.document_id(container.container_name, p) for p in paths[:2]
     }

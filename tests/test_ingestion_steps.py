@@ -11,10 +11,12 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 from sample_images import picture_bytes
 
-from imagerag import ingestion, manifest
+from imagerag import naming
 from imagerag.adapters.blob import AzureBlobStore
 from imagerag.adapters.local_index import LocalImageIndex
 from imagerag.adapters.local_vectorizer import LocalVectorizer
+from imagerag.ingestion import contract, finish, image
+from imagerag.ingestion import plan as planning
 from imagerag.ports import ModelInfo
 
 
@@ -52,7 +54,7 @@ def _ingest(
     """Run every step of one ingestion as the orchestrators do; return (report ref, report)."""
     sha = _upload_metadata(store, container, items)
     work_container = f"{container}-work"
-    instance_id = manifest.ingestion_instance_id(container, "metadata.json", sha)
+    instance_id = naming.ingestion_instance_id(container, "metadata.json", sha)
     plan = _plan(
         store,
         container,
@@ -61,26 +63,26 @@ def _ingest(
         instance_id=instance_id,
         partition_size=partition_size,
     )
-    assert ingestion.ensure_index(index, vectorizer.model)["index"] == index.name
+    assert planning.ensure_index(index, vectorizer.model)["index"] == index.name
     work = plan["work"]
-    target: ingestion.Target = {
+    target: contract.Target = {
         "index": index.name,
         "source": plan["metadata"],
         "etag": plan["metadata_etag"],
     }
-    sizes = ingestion.partition_counts(plan["entries"], plan["partition_size"])
+    sizes = contract.partition_counts(plan["entries"], plan["partition_size"])
     for i, size in enumerate(sizes):
         results = [
-            ingestion.ingest_image(
+            image.ingest_image(
                 store, vectorizer, index, work=work, partition=i, slot=slot, target=target
             )
             for slot in range(size)
         ]
-        ingestion.write_partition_report(store, work=work, partition=i, results=results)
-    sync = ingestion.sync_deletions(
+        finish.write_partition_report(store, work=work, partition=i, results=results)
+    sync = finish.sync_deletions(
         store, index, work=work, partitions=len(sizes), metadata=plan["metadata"], sha256=sha
     )
-    ref = ingestion.write_report(
+    ref = finish.write_report(
         store,
         work=work,
         metadata=plan["metadata"],
@@ -89,8 +91,8 @@ def _ingest(
         index=index.name,
         deleted=sync["deleted"],
     )
-    report = json.loads(store.read(work_container, ref["path"]))
-    return ref, report
+    report = json.loads(store.read(work_container, ref["report"]["path"]))
+    return {**ref["counts"], "deleted": ref["deleted"]}, report
 
 
 def _statuses(report: dict) -> list[tuple[str | None, str, str | None]]:
@@ -111,12 +113,11 @@ def _plan(
     work_container: str = "unused-work",
     instance_id: str = "ingest-" + "0" * 32,
     partition_size: int = 100,
-) -> ingestion.Plan:
+) -> contract.Plan | contract.PlanRejected:
     """Plan the ingestion of ``<container>/metadata.json``."""
-    return ingestion.plan_ingestion(
+    return planning.plan_ingestion(
         store,
-        container=container,
-        blob_path="metadata.json",
+        metadata=contract.blob_ref(container, "metadata.json"),
         sha256=sha256,
         instance_id=instance_id,
         work_container=work_container,
@@ -150,7 +151,7 @@ def test_ingestion_steps_index_good_images_and_report_bad_ones(
         ("t.jpg", "skipped", "unsupported_type"),
         ("a.png", "indexed", None),
     ]
-    a_id = manifest.document_id(unique_container, "a.png")
+    a_id = naming.document_id(unique_container, "a.png")
     state = index.get_states([a_id])[a_id]
     assert (state.description, state.source) == ("first again", f"{unique_container}/metadata.json")
     [top, *_] = index.vector_search(vectorizer.vectorize_image(picture_bytes(1, "PNG")), top=2)
@@ -180,7 +181,7 @@ def test_reingest_skips_the_vectorizer_and_syncs_deletions(
     assert _statuses(report) == [("a.jpg", "indexed", None), ("b.jpg", "updated", None)]
     assert ref["deleted"] == 1
     assert index.ids_from_source(source) == {
-        manifest.document_id(unique_container, p) for p in ["a.jpg", "b.jpg"]
+        naming.document_id(unique_container, p) for p in ["a.jpg", "b.jpg"]
     }
 
     # Dropped again unchanged: nothing is vectorized or written.
@@ -226,17 +227,17 @@ def test_sync_leaves_deletions_to_a_newer_version(
     sha = _upload_metadata(store, unique_container, [])
     plan = _plan(store, unique_container, sha, work_container=f"{unique_container}-w")
     _upload_metadata(store, unique_container, [{"image_blob_path": "b.jpg", "description": ""}])
-    sync = ingestion.sync_deletions(
+    sync = finish.sync_deletions(
         store, index, work=plan["work"], partitions=0, metadata=plan["metadata"], sha256=sha
     )
     assert sync == {"deleted": 0, "superseded": True}
-    assert len(index.ids_from_source(plan["metadata"])) == 1
+    assert len(index.ids_from_source(contract.ref_text(plan["metadata"]))) == 1
 
 
 def test_ensure_index_reports_a_model_mismatch(tmp_path: Path) -> None:
     index = LocalImageIndex(directory=tmp_path, name="photos-v")
-    assert "error" not in ingestion.ensure_index(index, ModelInfo("m", "1", 16, False))
-    result = ingestion.ensure_index(index, ModelInfo("m", "2", 16, False))
+    assert "error" not in planning.ensure_index(index, ModelInfo("m", "1", 16, False))
+    result = planning.ensure_index(index, ModelInfo("m", "2", 16, False))
     assert result["error"]["code"] == "IndexModelMismatch"
     assert "2" in result["error"]["message"]
 
@@ -275,7 +276,7 @@ def test_empty_file_plans_no_partitions(store: AzureBlobStore, unique_container:
         instance_id="ingest-" + "1" * 32,
     )
     assert (plan["entries"], plan["partitions"]) == (0, 0)
-    report = ingestion.write_report(
+    report = finish.write_report(
         store,
         work=plan["work"],
         metadata=plan["metadata"],
@@ -284,7 +285,7 @@ def test_empty_file_plans_no_partitions(store: AzureBlobStore, unique_container:
         index="unused-v",
         deleted=0,
     )
-    assert report["entries"] == 0
+    assert report["counts"]["entries"] == 0
 
 
 def test_rejected_file_gets_a_report(store: AzureBlobStore, unique_container: str) -> None:
@@ -294,8 +295,7 @@ def test_rejected_file_gets_a_report(store: AzureBlobStore, unique_container: st
     plan = _plan(
         store, unique_container, hashlib.sha256(data).hexdigest(), work_container=work_container
     )
-    container, _, path = plan["report"].partition("/")
-    report = json.loads(store.read(container, path))
+    report = json.loads(store.read(plan["report"]["container"], plan["report"]["path"]))
     assert report["error"] == plan["error"]
     assert report["error"]["rule"] == "json"
 
@@ -309,16 +309,16 @@ def test_an_image_of_a_superseded_version_is_not_written(
         store, unique_container, [{"image_blob_path": "a.jpg", "description": ""}]
     )
     plan = _plan(store, unique_container, sha, work_container=f"{unique_container}-w")
-    ingestion.ensure_index(index, vectorizer.model)
+    planning.ensure_index(index, vectorizer.model)
     # The file is replaced after planning: the older ingestion's image must not be written.
     _upload_metadata(store, unique_container, [])
-    target: ingestion.Target = {
+    target: contract.Target = {
         "index": index.name,
         "source": plan["metadata"],
         "etag": plan["metadata_etag"],
     }
-    result = ingestion.ingest_image(
+    result = image.ingest_image(
         store, vectorizer, index, work=plan["work"], partition=0, slot=0, target=target
     )
     assert (result["status"], result.get("code")) == ("skipped", "superseded")
-    assert index.ids_from_source(plan["metadata"]) == set()
+    assert index.ids_from_source(contract.ref_text(plan["metadata"])) == set()

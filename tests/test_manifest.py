@@ -1,17 +1,13 @@
-"""imagerag.manifest: the metadata file rules, deterministic ids, partitioning."""
+"""imagerag.manifest: the metadata file rules and partitioning."""
 
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 
 from imagerag import manifest
 from imagerag.manifest import ManifestError, parse_manifest
-
-SEARCH_KEY = re.compile(r"^[A-Za-z0-9_\-=]{1,1024}$")
-SHA = "ab" * 32
 
 
 def entries(n: int) -> list[dict[str, str]]:
@@ -200,73 +196,6 @@ def test_duplicate_paths_keep_the_last_and_report_the_earlier() -> None:
     ]
     assert "index 2" in result.problems[0].message
     assert "index 3" in result.problems[1].message
-
-
-# --------------------------------------------------------------------------- ids
-
-
-def test_document_id_is_deterministic_and_a_valid_search_key() -> None:
-    a = manifest.document_id("images", "cats/tabby 1.jpg")
-    assert a == manifest.document_id("images", "cats/tabby 1.jpg")
-    assert SEARCH_KEY.match(a)
-    assert a == a.lower() and len(a) == 64
-
-
-@pytest.mark.parametrize(
-    ("left", "right"),
-    [
-        (("images", "a.png"), ("images", "b.png")),
-        (("images", "a.png"), ("other", "a.png")),
-        (("images", "A.png"), ("images", "a.png")),  # blob names are case-sensitive
-        (("images", "x/a.png"), ("images-x", "a.png")),
-    ],
-)
-def test_document_ids_differ(left: tuple[str, str], right: tuple[str, str]) -> None:
-    assert manifest.document_id(*left) != manifest.document_id(*right)
-
-
-@pytest.mark.parametrize("path", ["ü/ß.png", "a b/c?d#e.png", "a\\b.png", "=+/.png", "x" * 1024])
-def test_document_id_of_unusual_paths_is_still_a_valid_key(path: str) -> None:
-    assert SEARCH_KEY.match(manifest.document_id("images", path))
-
-
-def test_ingestion_instance_id_format_and_determinism() -> None:
-    a = manifest.ingestion_instance_id("images", "metadata.json", SHA)
-    assert re.fullmatch(manifest.INSTANCE_ID_PATTERN, a)
-    assert manifest.is_ingestion_instance_id(a)
-    assert not any(c in a for c in "/\\#?")
-    assert a == manifest.ingestion_instance_id("images", "metadata.json", SHA)
-
-
-def test_ingestion_instance_id_changes_with_content_and_location() -> None:
-    base = manifest.ingestion_instance_id("images", "metadata.json", SHA)
-    assert base.startswith(manifest.ingestion_id_prefix("images", "metadata.json"))
-    assert manifest.ingestion_instance_id("images", "metadata.json", "cd" * 32).startswith(
-        manifest.ingestion_id_prefix("images", "metadata.json")
-    )
-    assert base != manifest.ingestion_instance_id("images", "metadata.json", "cd" * 32)
-    assert base != manifest.ingestion_instance_id("images", "metadata2.json", SHA)
-    assert base != manifest.ingestion_instance_id("photos", "metadata.json", SHA)
-
-
-@pytest.mark.parametrize("bad", ["", "ab", "AB" * 32, "zz" * 32, SHA + "0"])
-def test_ingestion_instance_id_requires_a_sha256_hex(bad: str) -> None:
-    with pytest.raises(ValueError, match="64 lowercase hex"):
-        manifest.ingestion_instance_id("images", "metadata.json", bad)
-
-
-@pytest.mark.parametrize(
-    "value",
-    [
-        "ingest-" + "0" * 16 + "-" + "0" * 15,
-        "ingest-" + "A" * 16 + "-" + "0" * 16,
-        "Ingest-" + "0" * 16 + "-" + "0" * 16,
-        "ingest-" + "0" * 32,
-        "ingest-" + "0" * 16 + "-" + "0" * 16 + "-p0000",
-    ],
-)
-def test_malformed_instance_ids(value: str) -> None:
-    assert not manifest.is_ingestion_instance_id(value)
 
 
 # --------------------------------------------------------------------------- partitions

@@ -1,4 +1,4 @@
-"""Answerer on the ``openai`` SDK: Azure OpenAI (a vision deployment such as gpt-4o) or any
+"""Answerer on the ``openai`` SDK: Azure OpenAI (a vision deployment such as gpt-5.6-terra) or any
 OpenAI-compatible server (e.g. a local vision model) by base URL."""
 
 from __future__ import annotations
@@ -76,6 +76,10 @@ class AzureOpenAIAnswerer:
             base_url=base_url, api_key=key or "unused", max_retries=max_retries, timeout=timeout_s
         )
         return cls(client=client, model=model)
+
+    @property
+    def model(self) -> str:
+        return self._model
 
     @property
     def sees_images(self) -> bool:

@@ -1,4 +1,6 @@
 """ImageIndex on Azure AI Search (azure-search-documents 11.6, REST api-version 2024-07-01).
+The index definition is in azure_search_schema.py, request sizing and refusals in
+azure_search_wire.py.
 
 - Scores: for the cosine metric the service reports ``@search.score = 1 / (1 + distance)``
   with ``distance = 1 - cosine``, i.e. ``1 / (2 - cosine)``. Vector hits are converted back
@@ -11,37 +13,54 @@
   rejects a vector field of another dimension count, so dims come from the field itself.
 - Throttling (429) and 5xx are retried by azure-core's RetryPolicy, which honours
   Retry-After; ``retry_total`` and the backoff are set explicitly on both clients.
+- Every field attribute is declared (the service defaults unset ones to true on strings):
+  only ``description`` and ``title`` are full-text searchable, filterable only what filters
+  and ``ids_from_source`` use, sortable only the key, nothing facetable. ``ensure`` never
+  updates an existing index (the service refuses changing an existing field's attributes),
+  so indexes made by older definitions keep working as they are.
+- Indexing batches are sized from the bytes the SDK sends (its ``json.dumps`` with default
+  separators): at most 1,000 actions and 16,000,000 bytes per request.
+- A query the service refuses (400) is reported by the parameter its message names:
+  ``$filter`` -> InvalidFilterError; ``searchFields``, ``vector.fields`` or a ``$select`` of a
+  mapped field -> FieldMappingError naming the mapping; anything else -> ImageIndexError.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
-from collections.abc import Iterable, Iterator
 from typing import Any
 
 from azure.core.credentials import AzureKeyCredential, TokenCredential
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.search.documents import SearchClient
 from azure.search.documents.indexes import SearchIndexClient
-from azure.search.documents.indexes.models import (
-    HnswAlgorithmConfiguration,
-    HnswParameters,
-    SearchField,
-    SearchFieldDataType,
-    SearchIndex,
-    VectorSearch,
-    VectorSearchAlgorithmMetric,
-    VectorSearchProfile,
-)
+from azure.search.documents.indexes.models import SearchIndex
 from azure.search.documents.models import VectorizedQuery
 
+from imagerag.adapters.azure_search_schema import (
+    KEY_FIELD,
+    document_body,
+    index_definition,
+    recorded_model,
+    vector_dims,
+)
+from imagerag.adapters.azure_search_wire import (
+    batches,
+    cosine_from_score,
+    mapping_of,
+    odata_string,
+    one_line,
+    refused_parameter,
+    search_in,
+    service_messages,
+)
 from imagerag.adapters.index_rules import check_documents, check_index_model, search_hit
 from imagerag.ports import (
     DocumentState,
     FieldMapping,
+    FieldMappingError,
     ImageIndexError,
     IndexDocument,
     IndexNotFoundError,
@@ -54,17 +73,10 @@ from imagerag.ports import (
 logger = logging.getLogger(__name__)
 
 API_VERSION = "2024-07-01"
-KEY_FIELD = "id"
-VECTOR_FIELD = "image_vector"
-ALGORITHM_NAME = "imagerag-hnsw-cosine"
-PROFILE_PREFIX = "imagerag"
-MAX_BATCH_ACTIONS = 1000
-# The service's limit is 16 MB per request; keep headroom for the SDK's own serialisation.
-MAX_BATCH_BYTES = 15 * 1024 * 1024
 STATE_FIELDS = ["id", "content_hash", "description", "source", "model_name", "model_version"]
 DEFAULT_FIELDS = FieldMapping()
 _IDS_PER_QUERY = 500
-_PLAIN = re.compile(r"[A-Za-z0-9-]")
+_QUOTED = re.compile(r"'([^']+)'")
 
 
 class AzureSearchImageIndex:
@@ -120,7 +132,7 @@ class AzureSearchImageIndex:
 
     def model(self) -> ModelInfo | None:
         index = self._get_index()
-        return None if index is None else _recorded_model(index)
+        return None if index is None else recorded_model(index)
 
     def _get_index(self) -> SearchIndex | None:
         try:
@@ -143,8 +155,8 @@ class AzureSearchImageIndex:
     def _check_model(self, index: SearchIndex, model: ModelInfo) -> None:
         check_index_model(
             index=f"search index {self._name!r}",
-            recorded=_recorded_model(index),
-            dims=_vector_dims(index),
+            recorded=recorded_model(index),
+            dims=vector_dims(index),
             model=model,
             delete_hint="the index",
         )
@@ -165,8 +177,8 @@ class AzureSearchImageIndex:
         index = self._get_index()
         if index is None:
             raise IndexNotFoundError(self._name)
-        self._vector_dims = _vector_dims(index)
-        self._recorded = _recorded_model(index)
+        self._vector_dims = vector_dims(index)
+        self._recorded = recorded_model(index)
         self._key_field = next((f.name for f in index.fields if f.key), KEY_FIELD)
 
     # ------------------------------------------------------------------ reads
@@ -218,7 +230,7 @@ class AzureSearchImageIndex:
             return
         # The service would refuse the whole batch; name the document instead.
         check_documents(documents, index=self._name, dims=self._dims(), recorded=self._recorded)
-        actions = [_document_body(doc) for doc in documents]
+        actions = [document_body(doc) for doc in documents]
         self._index("mergeOrUpload", actions)
 
     def merge_metadata(self, patches: list[MetadataPatch]) -> None:
@@ -243,7 +255,7 @@ class AzureSearchImageIndex:
             "delete": self._documents.delete_documents,
         }[action]
         failed: list[str] = []
-        for batch in batches(documents):
+        for batch in batches(documents, action=action):
             try:
                 results = send(documents=batch)
             except ResourceNotFoundError as exc:
@@ -281,6 +293,7 @@ class AzureSearchImageIndex:
             vector=list(vector), k_nearest_neighbors=top, fields=fields.image_vector_fields[0]
         )
         rows = self._search(
+            fields=fields,
             search_text=None,
             vector_queries=[query],
             filter=filter,
@@ -301,6 +314,7 @@ class AzureSearchImageIndex:
         if top <= 0 or not text.strip():
             return []
         rows = self._search(
+            fields=fields,
             search_text=text,
             search_fields=list(fields.content_fields),
             filter=filter,
@@ -320,158 +334,41 @@ class AzureSearchImageIndex:
 
         return search_hit(id=str(row[self._key()]), score=score, fields=fields, value=value)
 
-    def _search(self, **kwargs: Any) -> list[dict[str, Any]]:
-        """All rows of one query (the SDK sends it on first iteration, so errors land here)."""
+    def _search(self, *, fields: FieldMapping | None = None, **kwargs: Any) -> list[dict[str, Any]]:
+        """All rows of one query (the SDK sends it on first iteration, so errors land here).
+        ``fields`` is the caller's mapping, to say which of its fields a refusal is about."""
         try:
             return [dict(row) for row in self._documents.search(**kwargs)]
         except ResourceNotFoundError as exc:
             raise IndexNotFoundError(self._name) from exc
         except HttpResponseError as exc:
-            if exc.status_code == 400 and kwargs.get("filter"):
-                raise InvalidFilterError(
-                    f"search in {self._name!r} rejected filter {kwargs['filter']!r}: {exc.message}"
-                ) from exc
+            if exc.status_code == 400:
+                raise self._refusal(exc, kwargs.get("filter"), fields) from exc
             raise ImageIndexError(f"search in {self._name!r} failed: {exc.message}") from exc
 
-
-# ---------------------------------------------------------------------- index definition
-
-
-def index_definition(name: str, model: ModelInfo) -> SearchIndex:
-    string = SearchFieldDataType.String
-    profile = profile_name(model)
-    return SearchIndex(
-        name=name,
-        fields=[
-            SearchField(name=KEY_FIELD, type=string, key=True, filterable=True, sortable=True),
-            SearchField(name="description", type=string, searchable=True),
-            SearchField(
-                name=VECTOR_FIELD,
-                type=SearchFieldDataType.Collection(SearchFieldDataType.Single),
-                searchable=True,
-                vector_search_dimensions=model.dimensions,
-                vector_search_profile_name=profile,
-            ),
-            SearchField(name="filepath", type=string, filterable=True),
-            SearchField(name="url", type=string),
-            SearchField(name="title", type=string, searchable=True),
-            SearchField(name="source", type=string, filterable=True),
-            SearchField(name="model_name", type=string, filterable=True),
-            SearchField(name="model_version", type=string, filterable=True),
-            SearchField(name="content_hash", type=string),
-        ],
-        vector_search=VectorSearch(
-            algorithms=[
-                HnswAlgorithmConfiguration(
-                    name=ALGORITHM_NAME,
-                    parameters=HnswParameters(
-                        m=4,
-                        ef_construction=400,
-                        ef_search=500,
-                        metric=VectorSearchAlgorithmMetric.COSINE,
-                    ),
-                )
-            ],
-            profiles=[
-                VectorSearchProfile(name=profile, algorithm_configuration_name=ALGORITHM_NAME)
-            ],
-        ),
-    )
-
-
-def profile_name(model: ModelInfo) -> str:
-    parts = [PROFILE_PREFIX, _encode(model.name), _encode(model.version)]
-    return "__".join([*parts, "t1" if model.supports_text else "t0"])
-
-
-def _recorded_model(index: SearchIndex) -> ModelInfo | None:
-    field = next((f for f in index.fields or [] if f.name == VECTOR_FIELD), None)
-    if field is None or field.vector_search_profile_name is None:
-        return None
-    parts = field.vector_search_profile_name.split("__")
-    if len(parts) != 4 or parts[0] != PROFILE_PREFIX or parts[3] not in ("t0", "t1"):
-        return None
-    try:
-        name, version = _decode(parts[1]), _decode(parts[2])
-    except ValueError:
-        return None
-    return ModelInfo(
-        name=name,
-        version=version,
-        dimensions=int(field.vector_search_dimensions or 0),
-        supports_text=parts[3] == "t1",
-    )
-
-
-def _vector_dims(index: SearchIndex) -> int | None:
-    field = next((f for f in index.fields or [] if f.name == VECTOR_FIELD), None)
-    return None if field is None else field.vector_search_dimensions
-
-
-def _encode(text: str) -> str:
-    return "".join(
-        ch if _PLAIN.fullmatch(ch) else "".join(f"_{b:02x}" for b in ch.encode()) for ch in text
-    )
-
-
-def _decode(text: str) -> str:
-    out = bytearray()
-    i = 0
-    while i < len(text):
-        if text[i] == "_":
-            out.append(int(text[i + 1 : i + 3], 16))
-            i += 3
-        else:
-            out += text[i].encode()
-            i += 1
-    return out.decode()
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-def cosine_from_score(score: float) -> float:
-    """Invert the service's cosine score ``1 / (2 - cosine)``."""
-    return 2.0 - 1.0 / float(score)
-
-
-def odata_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def search_in(field: str, values: list[str]) -> str:
-    """``search.in`` with a delimiter that occurs in none of the values."""
-    for delimiter in ("|", ",", "~", "^", ";", "#"):
-        if not any(delimiter in v for v in values):
-            return f"search.in({field}, {odata_string(delimiter.join(values))}, '{delimiter}')"
-    return " or ".join(f"{field} eq {odata_string(v)}" for v in values)
-
-
-def batches(documents: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    """Runs of at most MAX_BATCH_ACTIONS actions and about MAX_BATCH_BYTES of JSON."""
-    batch: list[dict[str, Any]] = []
-    size = 0
-    for document in documents:
-        cost = len(json.dumps(document, separators=(",", ":"))) + 40  # + "@search.action"
-        if batch and (len(batch) == MAX_BATCH_ACTIONS or size + cost > MAX_BATCH_BYTES):
-            yield batch
-            batch, size = [], 0
-        batch.append(document)
-        size += cost
-    if batch:
-        yield batch
-
-
-def _document_body(doc: IndexDocument) -> dict[str, Any]:
-    return {
-        KEY_FIELD: doc.id,
-        "description": doc.description,
-        VECTOR_FIELD: list(doc.image_vector),
-        "filepath": doc.filepath,
-        "url": doc.url,
-        "title": doc.title,
-        "source": doc.source,
-        "model_name": doc.model_name,
-        "model_version": doc.model_version,
-        "content_hash": doc.content_hash,
-    }
+    def _refusal(
+        self, exc: HttpResponseError, filter: str | None, fields: FieldMapping | None
+    ) -> ImageIndexError:
+        """The 400 in domain terms, by the parameter the service's message names."""
+        messages = service_messages(exc)
+        said = one_line(messages[0] if messages else str(exc.message))
+        parameter = refused_parameter(messages)
+        named = next((m.group(1) for m in map(_QUOTED.search, messages) if m), None)
+        if parameter == "$filter":
+            return InvalidFilterError(
+                f"search in {self._name!r} rejected filter {filter!r}: {said}"
+            )
+        mapping = None
+        if fields is not None and parameter == "searchFields":
+            mapping = "content_fields"
+        elif fields is not None and parameter == "vector.fields":
+            mapping = "image_vector_fields"
+        elif fields is not None and parameter == "$select" and named is not None:
+            mapping = mapping_of(fields, named)
+        if mapping is not None:
+            return FieldMappingError(
+                f"index {self._name!r} cannot serve fields_mapping.{mapping}: {said}",
+                mapping=mapping,
+                field=named,
+            )
+        return ImageIndexError(f"search in {self._name!r} was refused: {said}")

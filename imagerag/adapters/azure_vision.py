@@ -17,10 +17,12 @@ Keys, tokens and image bytes are never logged nor put in error messages.
 from __future__ import annotations
 
 import collections
+import datetime
 import json
 import logging
 import math
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -44,6 +46,8 @@ DIMENSIONS = 1024
 DEFAULT_API_VERSION = "2024-02-01"
 DEFAULT_MODEL_VERSION = "2023-04-15"
 MAX_TEXT_WORDS = 70
+# Model versions are dates; "latest" is not accepted (see AzureVisionVectorizer).
+_CONCRETE_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 # Statuses that describe the input itself (the image or text was refused): not retried.
 _INPUT_STATUSES = frozenset({400, 413, 415, 422})
@@ -193,6 +197,15 @@ class AzureVisionVectorizer:
             )
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if not _is_concrete_version(model_version):
+            # "latest" is answered with the concrete version used, which never equals the one
+            # asked for: every vector would be refused, and the index could not record it.
+            raise ValueError(
+                f"AZURE_VISION_MODEL_VERSION={model_version!r} is not a concrete model version: "
+                f"set AZURE_VISION_MODEL_VERSION={DEFAULT_MODEL_VERSION} (or another YYYY-MM-DD "
+                "version of the multimodal embeddings model) or leave it unset. Vectors of "
+                "different versions never mix, so an index records the exact version."
+            )
         self._endpoint = endpoint.rstrip("/")
         self._key = key
         self._token_provider = token_provider
@@ -350,6 +363,16 @@ class AzureVisionVectorizer:
             f"check AZURE_VISION_ENDPOINT and the {self._auth_mode} (the identity needs the "
             "'Cognitive Services User' role)"
         )
+
+
+def _is_concrete_version(version: str) -> bool:
+    if not _CONCRETE_VERSION.fullmatch(version):
+        return False
+    try:
+        datetime.date.fromisoformat(version)
+    except ValueError:
+        return False
+    return True
 
 
 def _service_error(response: requests.Response) -> tuple[str, str]:

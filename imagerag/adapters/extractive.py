@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 from imagerag.ports import AnswerRequest, GroundingDocument
 
+MODEL_NAME = "imagerag-extractive"
 MAX_DESCRIPTION_CHARS = 300
 MAX_OTHERS = 4
 # A description that itself contains "[doc3]" would read as a citation: neutralised.
@@ -16,6 +17,10 @@ _MARKER = re.compile(r"\[(doc\d+)\]", re.IGNORECASE)
 class ExtractiveAnswerer:
     """imagerag.ports.Answerer without a model: the best match's description first, then the
     other matches, each followed by its [docN] marker. Needs no images."""
+
+    @property
+    def model(self) -> str:
+        return MODEL_NAME
 
     @property
     def sees_images(self) -> bool:

@@ -10,16 +10,6 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
 
-resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' existing = {
-  parent: storage
-  name: 'default'
-}
-
-resource deadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
-  parent: blobService
-  name: deadLetterContainerName
-}
-
 resource topic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
   name: name
   location: location
@@ -31,17 +21,16 @@ resource topic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
   }
 }
 
-// Storage Blob Data Contributor on the dead-letter container only.
-resource deadLetterAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(deadLetterContainer.id, topic.id, 'ba92f5b4-2d11-453d-a403-e96b0029c9fe')
-  scope: deadLetterContainer
-  properties: {
-    roleDefinitionId: subscriptionResourceId(
-      'Microsoft.Authorization/roleDefinitions',
-      'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
-    )
+// In a module so the role assignment's name can include the topic's principal id (a resource name
+// must be known when the deployment starts; a module parameter is, the identity of a resource
+// created in the same file is not). A recreated topic gets a new identity and so a new assignment
+// instead of RoleAssignmentUpdateNotPermitted.
+module deadLetterAccess 'deadletter-access.bicep' = {
+  name: 'eventgrid-deadletter-access'
+  params: {
     principalId: topic.identity.principalId
-    principalType: 'ServicePrincipal'
+    storageAccountName: storageAccountName
+    containerName: deadLetterContainerName
   }
 }
 

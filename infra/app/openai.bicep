@@ -1,4 +1,6 @@
-// Azure OpenAI with one vision-capable chat deployment (gpt-4o by default).
+// Azure OpenAI with one vision-capable chat deployment (model and version: parameters of main.bicep).
+// OnceCurrentVersionExpired: when the deployed version retires, Azure moves the deployment to the
+// model's current default version instead of failing every request (NoAutoUpgrade would).
 param name string
 param location string
 param tags object = {}
@@ -6,7 +8,7 @@ param allowKeys bool = false
 param deploymentName string
 param modelName string
 param modelVersion string
-@allowed(['GlobalStandard', 'Standard'])
+@allowed(['GlobalStandard', 'DataZoneStandard', 'Standard'])
 param deploymentSku string = 'GlobalStandard'
 @description('Thousands of tokens per minute.')
 param capacity int
@@ -37,7 +39,7 @@ resource chat 'Microsoft.CognitiveServices/accounts/deployments@2024-10-01' = {
       name: modelName
       version: modelVersion
     }
-    versionUpgradeOption: 'NoAutoUpgrade'
+    versionUpgradeOption: 'OnceCurrentVersionExpired'
   }
 }
 

@@ -8,18 +8,40 @@ clients trust through ``connection_verify``:
         client = SearchIndexClient(service.endpoint, AzureKeyCredential("k"),
                                    connection_verify=service.ca_file)
 
-Implemented: ``POST /indexes``, ``GET|DELETE /indexes('<name>')``,
+Implemented: ``POST /indexes``, ``GET|PUT|DELETE /indexes('<name>')``,
 ``POST /indexes('<name>')/docs/search.index`` and ``.../docs/search.post.search`` with
 ``search``, ``searchFields``, ``vectorQueries`` (kind ``vector``), ``filter``, ``select``,
 ``top``, ``orderby`` (one field), ``count``. Filters are evaluated with the OData subset of
-``imagerag.odata`` (string comparisons, and/or/not, search.in): enough for what the adapter
-sends, and a syntax it cannot read is answered 400 as the service does.
+``imagerag.adapters.odata`` (string comparisons, and/or/not, search.in): enough for what the
+adapter sends, and a syntax it cannot read is answered 400 as the service does.
 
-Every request is checked against the contract (api-version, ``api-key``, index definition,
-batch limits, actions, field names, types and vector length); a violation is answered as the
-service would (400/401/413) and recorded in ``violations`` so tests can assert there were none.
-Authentication: ``api-key`` equal to the configured key, or ``Authorization: Bearer <token>``
-when a ``token`` is configured.
+Index definitions follow the service's attribute rules: ``searchable`` only on string fields
+(and required on vector fields), vector fields neither filterable, sortable nor facetable,
+collections not sortable. Attributes left unset take the service's defaults (true for string
+fields: searchable, filterable, sortable, facetable, retrievable) and GET answers them all
+explicitly, as the service does. ``PUT`` on an existing index may add fields and change
+``retrievable``; any other change to an existing field is refused with the service's
+``CannotChangeExistingField`` answer.
+
+Queries the index cannot serve are answered with the service's 400 bodies (code, message
+with ``Parameter name: ...``), as seen from Azure AI Search:
+
+- ``searchFields``: ``Unknown field 'x' in search field list.`` /
+  ``The field 'x' in the search field list is not searchable.``
+- ``select``: ``Invalid expression: Could not find a property named 'x' on type
+  'search.document'.`` / ``Invalid expression: 'x' is not a retrievable field. ...``
+- ``filter``: the same "Could not find a property" text, ``x is not a filterable field.
+  Only filterable fields can be used in filter expressions.``, or a syntax error;
+- ``vectorQueries[].fields``: ``Unknown field 'x' in vector field list.`` (code
+  ``InvalidRequestParameter``, detail ``UnknownField``) / ``The field 'x' in the vector field
+  list is not a vector field.`` (``OperationNotAllowed``, ``Parameter name: vector.fields``).
+
+Those answers are ordinary (the caller chose the fields), so they are not recorded as
+violations. Every other request is checked against the contract (api-version, ``api-key``,
+index definition, batch limits, actions, field names, types and vector length); a violation is
+answered as the service would (400/401/413) and recorded in ``violations`` so tests can assert
+there were none. Authentication: ``api-key`` equal to the configured key, or
+``Authorization: Bearer <token>`` when a ``token`` is configured.
 """
 
 from __future__ import annotations
@@ -33,6 +55,7 @@ import ssl
 import tempfile
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -42,15 +65,31 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-from imagerag import odata
+from imagerag.adapters import odata
 from imagerag.ports import InvalidFilterError
 
 SUPPORTED_API_VERSIONS = frozenset({"2024-07-01", "2025-09-01"})
 MAX_ACTIONS = 1000
-MAX_BODY_BYTES = 16 * 1024 * 1024
+# "16 MB" per indexing request. Whether the service means 10**6 or 2**20 bytes is not
+# documented; the stand-in holds clients to the stricter reading, which satisfies both.
+MAX_BODY_BYTES = 16_000_000
 MAX_TOP = 1000
 DEFAULT_TOP = 50
 ACTIONS = frozenset({"upload", "merge", "mergeOrUpload", "delete"})
+VECTOR_TYPE = "Collection(Edm.Single)"
+STRING_TYPES = frozenset({"Edm.String", "Collection(Edm.String)"})
+ATTRIBUTES = ("key", "searchable", "filterable", "sortable", "facetable", "retrievable", "stored")
+IMMUTABLE = (
+    *(a for a in ATTRIBUTES if a != "retrievable"),
+    "type",
+    "analyzer",
+    "searchAnalyzer",
+    "indexAnalyzer",
+    "normalizer",
+    "dimensions",
+    "vectorSearchProfile",
+    "vectorEncoding",
+)
 _INDEX_PATH = re.compile(
     r"^/indexes\('(?P<name>[^']+)'\)(?P<rest>/docs/search\.(?:index|post\.search))?$"
 )
@@ -60,12 +99,39 @@ _WORD = re.compile(r"\w+")
 
 class ContractViolation(Exception):
     """Answered with ``status``; recorded unless it is an ordinary answer (404, 409, a filter
-    the caller chose to send that the service cannot parse)."""
+    or field the caller chose to send that the index cannot serve). ``code`` and ``details``
+    are the service's error code and details when it sends them."""
 
-    def __init__(self, status: int, message: str, *, record: bool = True) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        record: bool = True,
+        code: str | None = None,
+        details: list[dict[str, str]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.record = record and status not in (404, 409)
+        self.code = code
+        self.details = details
+
+
+def _query_error(message: str, parameter: str, code: str = "") -> ContractViolation:
+    """A 400 for a query parameter, in the service's classic shape."""
+    return ContractViolation(
+        400, f"{message}\r\nParameter name: {parameter}", record=False, code=code
+    )
+
+
+def _definition_error(detail: str) -> ContractViolation:
+    return ContractViolation(
+        400,
+        f"The request is invalid. Details: definition : {detail}",
+        code="InvalidRequestParameter",
+        details=[{"code": "InvalidField", "message": f"{detail} Parameters: definition"}],
+    )
 
 
 @dataclass
@@ -163,7 +229,8 @@ class FakeSearchService:
             if exc.record:
                 with self._lock:
                     self.violations.append(f"{method} {url.path}: {exc}")
-            status, response = exc.status, _error(_code(exc.status), str(exc))
+            code = _code(exc.status) if exc.code is None else exc.code
+            status, response = exc.status, _error(code, str(exc), exc.details)
         record.status = status
         with self._lock:
             self.requests.append(record)
@@ -204,10 +271,16 @@ class FakeSearchService:
         name, rest = match.group("name"), match.group("rest")
         with self._lock:
             index = self.indexes.get(name)
+        if index is None and rest is None and method == "PUT" and payload is not None:
+            if payload.get("name") != name:
+                raise ContractViolation(400, "the index name in the body differs from the URL")
+            return self._create_index(payload)
         if index is None:
             raise ContractViolation(404, f"No index with the name '{name}' was found")
         if rest is None and method == "GET":
             return 200, index.definition
+        if rest is None and method == "PUT" and payload is not None:
+            return self._update_index(index, name, payload)
         if rest is None and method == "DELETE":
             with self._lock:
                 del self.indexes[name]
@@ -222,11 +295,37 @@ class FakeSearchService:
 
     def _create_index(self, definition: dict[str, Any]) -> tuple[int, Any]:
         _check_definition(definition)
+        stored = {**definition, "fields": [_with_defaults(f) for f in definition["fields"]]}
         with self._lock:
             if definition["name"] in self.indexes:
                 raise ContractViolation(409, f"index '{definition['name']}' already exists")
-            self.indexes[definition["name"]] = _Index(definition)
-        return 201, definition
+            self.indexes[definition["name"]] = _Index(stored)
+        return 201, stored
+
+    def _update_index(
+        self, index: _Index, name: str, definition: dict[str, Any]
+    ) -> tuple[int, Any]:
+        """Create-or-update on an existing index: fields may be added and ``retrievable``
+        changed; any other change to an existing field is refused, as the service does."""
+        if definition.get("name") != name:
+            raise ContractViolation(400, "the index name in the body differs from the URL")
+        _check_definition(definition)
+        proposed = {f["name"]: _with_defaults(f) for f in definition["fields"]}
+        for field_name, existing in index.fields.items():
+            new = proposed.get(field_name)
+            if new is None or _immutable(new) != _immutable(existing):
+                message = f"Existing field '{field_name}' cannot be changed."
+                raise ContractViolation(
+                    400,
+                    message,
+                    record=False,
+                    code="OperationNotAllowed",
+                    details=[{"code": "CannotChangeExistingField", "message": message}],
+                )
+        stored = {**definition, "fields": list(proposed.values())}
+        with self._lock:
+            index.definition = stored
+        return 200, stored
 
     # ------------------------------------------------------------------ documents
 
@@ -314,53 +413,55 @@ class FakeSearchService:
             raise ContractViolation(
                 400, f"top {top!r} must be 0..{MAX_TOP} (this fake does not page)"
             )
+        search_fields = _names(payload.get("searchFields"))
+        for name in search_fields:
+            if name not in fields:
+                raise _query_error(f"Unknown field '{name}' in search field list.", "searchFields")
+            if not _full_text(fields[name]):
+                raise _query_error(
+                    f"The field '{name}' in the search field list is not searchable.",
+                    "searchFields",
+                )
+        select = _names(payload.get("select"))
+        for name in select:
+            if name not in fields:
+                raise _query_error(_no_property(name), "$select")
+            if not fields[name]["retrievable"]:
+                raise _query_error(
+                    f"Invalid expression: '{name}' is not a retrievable field. Only fields "
+                    "marked as retrievable in the index can be used in $select.",
+                    "$select",
+                )
+        condition = _parsed_filter(fields, payload.get("filter"))
+        orderby = payload.get("orderby")
+        order_name, _, direction = (orderby or "").partition(" ")
+        if orderby and order_name not in fields:
+            raise _query_error(_no_property(order_name), "$orderby")
+        if orderby and not fields[order_name]["sortable"]:
+            raise _query_error(
+                f"Invalid expression: {order_name} is not a sortable field. Only sortable "
+                "fields can be used in $orderby expressions.",
+                "$orderby",
+            )
         with self._lock:
             documents = [dict(d) for d in index.documents.values()]
-        documents = self._filtered(index, documents, payload.get("filter"))
+        documents = _filtered(documents, condition)
         scored = self._scored(index, documents, payload)
-        orderby = payload.get("orderby")
         if orderby:
-            name, _, direction = orderby.partition(" ")
-            if name not in fields or not fields[name].get("sortable"):
-                raise ContractViolation(400, f"field {name!r} is not sortable")
-            scored.sort(key=lambda pair: pair[1].get(name) or "", reverse=direction == "desc")
+            scored.sort(key=lambda pair: pair[1].get(order_name) or "", reverse=direction == "desc")
         else:
             scored.sort(key=lambda pair: -pair[0])
         skip = payload.get("skip", 0)
         page = scored[skip : skip + top]
-        select = [s for s in (payload.get("select") or "").split(",") if s]
-        for name in select:
-            if name not in fields or fields[name].get("retrievable") is False:
-                raise ContractViolation(400, f"field {name!r} in select is not retrievable")
+        shown_fields = select or [n for n, f in fields.items() if f["retrievable"]]
         values = []
         for score, document in page:
-            shown = {k: document.get(k) for k in (select or list(fields))}
+            shown = {k: document.get(k) for k in shown_fields}
             values.append({"@search.score": score, **shown})
         answer: dict[str, Any] = {"value": values}
         if payload.get("count"):
             answer["@odata.count"] = len(scored)
         return answer
-
-    def _filtered(
-        self, index: _Index, documents: list[dict[str, Any]], expression: str | None
-    ) -> list[dict[str, Any]]:
-        if not expression:
-            return documents
-        fields = index.fields
-        filterable = [
-            n for n, f in fields.items() if f.get("filterable") and f["type"] == "Edm.String"
-        ]
-        try:
-            condition = odata.parse(expression, filterable)
-        except InvalidFilterError as exc:
-            raise ContractViolation(400, f"Invalid expression: {exc}", record=False) from exc
-        columns = {}
-        for name in filterable:
-            raw = [d.get(name) for d in documents]
-            values = np.array([v or "" for v in raw], dtype=np.dtypes.StringDType())
-            columns[name] = (values, np.array([v is None for v in raw], dtype=np.bool_))
-        mask = odata.evaluate(condition, columns)
-        return [d for d, keep in zip(documents, mask.tolist(), strict=True) if keep]
 
     def _scored(
         self, index: _Index, documents: list[dict[str, Any]], payload: dict[str, Any]
@@ -381,9 +482,24 @@ class FakeSearchService:
         if query.get("kind") != "vector":
             raise ContractViolation(400, f"vector query kind {query.get('kind')!r}")
         name = query.get("fields")
-        spec = index.fields.get(name or "")
-        if spec is None or "dimensions" not in spec:
-            raise ContractViolation(400, f"{name!r} is not a vector field")
+        if not isinstance(name, str) or "," in name:
+            raise ContractViolation(400, f"this fake searches one vector field, not {name!r}")
+        spec = index.fields.get(name)
+        if spec is None:
+            message = f"Unknown field '{name}' in vector field list."
+            raise ContractViolation(
+                400,
+                message,
+                record=False,
+                code="InvalidRequestParameter",
+                details=[{"code": "UnknownField", "message": message}],
+            )
+        if "dimensions" not in spec:
+            raise _query_error(
+                f"The field '{name}' in the vector field list is not a vector field.",
+                "vector.fields",
+                code="OperationNotAllowed",
+            )
         vector = query.get("vector")
         if not isinstance(vector, list) or len(vector) != spec["dimensions"]:
             raise ContractViolation(400, f"query vector must have {spec['dimensions']} numbers")
@@ -410,14 +526,8 @@ class FakeSearchService:
         text: str,
         search_fields: str | None,
     ) -> list[tuple[float, dict[str, Any]]]:
-        fields = index.fields
-        searchable = [
-            n for n, f in fields.items() if f.get("searchable") and f["type"] == "Edm.String"
-        ]
-        names = [s for s in (search_fields or "").split(",") if s] or searchable
-        for name in names:
-            if name not in searchable:
-                raise ContractViolation(400, f"field {name!r} is not searchable")
+        searchable = [n for n, f in index.fields.items() if _full_text(f)]
+        names = _names(search_fields) or searchable
         terms = [t.lower() for t in _WORD.findall(text)]
         bags = [
             Counter(w.lower() for n in names for w in _WORD.findall(d.get(n) or ""))
@@ -460,13 +570,139 @@ def _check_definition(definition: dict[str, Any]) -> None:
             raise ContractViolation(400, f"profile {profile_name!r} names an unknown algorithm")
         _check_hnsw(algorithm)
     for spec in fields:
-        if spec.get("type") != "Collection(Edm.Single)":
+        _check_attributes(spec)
+        if spec.get("type") != VECTOR_TYPE:
             continue
         dims = spec.get("dimensions")
         if not isinstance(dims, int) or not 2 <= dims <= 4096:
             raise ContractViolation(400, f"vector field {spec.get('name')!r} needs dimensions")
         if spec.get("vectorSearchProfile") not in profiles:
             raise ContractViolation(400, f"vector field {spec.get('name')!r} needs a profile")
+
+
+def _check_attributes(spec: dict[str, Any]) -> None:
+    """The service's attribute rules for one field (as set; unset ones take defaults)."""
+    name, kind = spec.get("name"), spec.get("type")
+    for attribute in ATTRIBUTES:
+        if spec.get(attribute) not in (None, True, False):
+            raise _definition_error(f"The field '{name}' has a non-boolean '{attribute}'.")
+    if kind == VECTOR_TYPE:
+        if spec.get("searchable") is False:
+            raise _definition_error(f"The vector field '{name}' must be searchable.")
+        for attribute in ("filterable", "sortable", "facetable"):
+            if spec.get(attribute):
+                raise _definition_error(
+                    f"The vector field '{name}' cannot be {attribute}; vector fields are "
+                    "only searchable and retrievable."
+                )
+        if spec.get("stored") is False and spec.get("retrievable") is True:
+            raise _definition_error(f"The field '{name}' cannot be retrievable if not stored.")
+        return
+    if spec.get("stored") is False:
+        raise _definition_error(f"Only vector fields can be not stored, not '{name}'.")
+    if spec.get("searchable") and kind not in STRING_TYPES:
+        raise _definition_error(
+            f"The field '{name}' of type '{kind}' cannot be searchable: only string fields "
+            "can be full-text searchable."
+        )
+    if spec.get("sortable") and str(kind).startswith("Collection("):
+        raise _definition_error(f"The collection field '{name}' cannot be sortable.")
+    if spec.get("key") and spec.get("retrievable") is False:
+        raise _definition_error(f"The key field '{name}' must be retrievable.")
+
+
+def _with_defaults(spec: dict[str, Any]) -> dict[str, Any]:
+    """The field as the service stores and returns it: every attribute explicit."""
+    kind = spec.get("type")
+    if kind == VECTOR_TYPE:
+        defaults = {"searchable": True, "filterable": False, "sortable": False}
+        defaults |= {"facetable": False, "retrievable": True, "stored": True}
+    else:
+        text = kind in STRING_TYPES
+        single = not str(kind).startswith("Collection(")
+        defaults = {"searchable": text, "filterable": True, "sortable": single}
+        defaults |= {"facetable": True, "retrievable": True, "stored": True}
+    out = {"key": False, **defaults}
+    out.update({k: v for k, v in spec.items() if v is not None})
+    return out
+
+
+def _immutable(spec: dict[str, Any]) -> dict[str, Any]:
+    """What cannot change on an existing field (all but ``retrievable`` and synonym maps)."""
+    return {k: spec.get(k) for k in IMMUTABLE}
+
+
+def _full_text(spec: dict[str, Any]) -> bool:
+    return bool(spec["searchable"]) and spec["type"] in STRING_TYPES
+
+
+def _names(value: str | None) -> list[str]:
+    return [s.strip() for s in (value or "").split(",") if s.strip()]
+
+
+def _no_property(name: str) -> str:
+    return (
+        f"Invalid expression: Could not find a property named '{name}' on type 'search.document'."
+    )
+
+
+class _AnyName:
+    """Every name parses as a field; the stand-in checks them against the index afterwards."""
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def _parsed_filter(
+    fields: dict[str, dict[str, Any]], expression: str | None
+) -> odata.Filter | None:
+    if not expression:
+        return None
+    try:
+        condition = odata.parse(expression, _AnyName())
+    except InvalidFilterError as exc:
+        # The OData subset the stand-in reads; a real syntax error is answered like this too.
+        raise _query_error(f"Invalid expression: {exc}", "$filter") from exc
+    for name in _filter_fields(condition):
+        if name not in fields:
+            raise _query_error(_no_property(name), "$filter")
+        if not fields[name]["filterable"]:
+            raise _query_error(
+                f"Invalid expression: {name} is not a filterable field. Only filterable fields "
+                "can be used in filter expressions.",
+                "$filter",
+            )
+        if fields[name]["type"] != "Edm.String":
+            raise ContractViolation(400, f"this fake filters string fields only, not {name!r}")
+    return condition
+
+
+def _filter_fields(node: odata.Filter) -> list[str]:
+    if isinstance(node, odata.Compare | odata.In):
+        return [node.field]
+    if isinstance(node, odata.Not):
+        return _filter_fields(node.operand)
+    return [name for operand in node.operands for name in _filter_fields(operand)]
+
+
+def _filtered(
+    documents: list[dict[str, Any]], condition: odata.Filter | None
+) -> list[dict[str, Any]]:
+    if condition is None:
+        return documents
+    columns = {}
+    for name in dict.fromkeys(_filter_fields(condition)):
+        raw = [d.get(name) for d in documents]
+        values = np.array([v or "" for v in raw], dtype=np.dtypes.StringDType())
+        columns[name] = (values, np.array([v is None for v in raw], dtype=np.bool_))
+    mask = odata.evaluate(condition, columns)
+    return [d for d, keep in zip(documents, mask.tolist(), strict=True) if keep]
 
 
 def _check_hnsw(algorithm: dict[str, Any]) -> None:
@@ -504,8 +740,11 @@ def _result(key: str, status: int, message: str | None = None) -> dict[str, Any]
     return {"key": key, "status": status < 300, "statusCode": status, "errorMessage": message}
 
 
-def _error(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}
+def _error(code: str, message: str, details: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return {"error": body}
 
 
 def _code(status: int) -> str:

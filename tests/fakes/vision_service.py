@@ -6,6 +6,10 @@ service does. Protocol violations answer 4xx and are recorded in ``violations``;
 service would refuse (not decodable, outside 10..16000 px, >= 20 MB) answer 400 with the
 service's error shape and are recorded in ``refusals``.
 
+``model-version`` may be a version the service offers (2022-04-11, 2023-04-15) or
+``latest``, which the service answers with the concrete version it used (2023-04-15), as
+``modelVersion`` in the response: a client that compares the two refuses every vector.
+
 Vectors are derived from the content, so similar inputs get similar vectors: an image is
 its 32x32 greyscale thumbnail (1024 values, mean-centred); a text is a hashed bag of words in
 1024 dimensions. Both are returned scaled (not unit length), like the service's raw vectors.
@@ -33,6 +37,8 @@ from PIL import Image
 
 API_VERSION = "2024-02-01"
 MODEL_VERSION = "2023-04-15"
+# What the service accepts as model-version, and the version each is answered with.
+MODEL_VERSIONS = {"2022-04-11": "2022-04-11", "2023-04-15": "2023-04-15", "latest": MODEL_VERSION}
 IMAGE_PATH = "/computervision/retrieval:vectorizeImage"
 TEXT_PATH = "/computervision/retrieval:vectorizeText"
 DIMENSIONS = 1024
@@ -136,7 +142,7 @@ class FakeVisionService:
         rate_limit_tps: float | None = None,
         burst: float | None = None,
         latency_s: float = 0.0,
-        answer_model_version: str = MODEL_VERSION,
+        answer_model_version: str | None = None,
         retry_after_ms_header: bool = False,
     ) -> None:
         self.key = key
@@ -228,7 +234,7 @@ class FakeVisionService:
             elif (wait := self._take_token()) > 0:
                 status, extra, payload = self._throttle(wait)
             else:
-                payload = self._answer(parts.path, headers, body)
+                payload = self._answer(parts.path, query["model-version"][0], body)
                 status = 200
         except _Refused as refused:
             status, payload = refused.status, refused.body
@@ -293,7 +299,8 @@ class FakeVisionService:
                 _error("404", f"Resource not found (api-version {query.get('api-version')})"),
                 violation=True,
             )
-        if query.get("model-version") != [MODEL_VERSION]:
+        versions = query.get("model-version") or []
+        if len(versions) != 1 or versions[0] not in MODEL_VERSIONS:
             raise _Refused(
                 400,
                 _error(
@@ -356,12 +363,14 @@ class FakeVisionService:
             ),
         )
 
-    def _answer(self, path: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+    def _answer(self, path: str, model_version: str, body: bytes) -> dict[str, Any]:
+        """``answer_model_version``, when set, replaces the version the service would say."""
         if path == IMAGE_PATH:
             vector = self._image_vector(body)
         else:
             vector = self._text_vector(body)
-        return {"modelVersion": self.answer_model_version, "vector": vector}
+        used = self.answer_model_version or MODEL_VERSIONS[model_version]
+        return {"modelVersion": used, "vector": vector}
 
     def _image_vector(self, body: bytes) -> list[float]:
         if not body:

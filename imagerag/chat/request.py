@@ -1,0 +1,223 @@
+"""The chat-completions request: validation of an On Your Data body into a ChatRequest.
+
+Every refusal is a ChatError(400) that names the first bad field (``param``)."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from imagerag.chat.errors import invalid
+from imagerag.ports import FieldMapping
+
+MAX_TOP_N = 20
+QUERY_TYPES = ("simple", "semantic", "vector", "vector_simple_hybrid", "vector_semantic_hybrid")
+CONTEXTS = ("citations", "intent", "all_retrieved_documents")
+DEFAULT_CONTEXTS = ("citations", "intent")
+ROLES = ("system", "developer", "user", "assistant", "tool")
+# Index names: Azure AI Search rules (lowercase letters, digits, dashes; up to 128 chars).
+_INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
+
+P = "data_sources[0].parameters"
+
+
+@dataclass(frozen=True, slots=True)
+class DataSource:
+    index_name: str
+    fields: FieldMapping = FieldMapping()
+    query_type: str = "vector_simple_hybrid"
+    top_n: int = 5
+    strictness: int = 3
+    in_scope: bool = True
+    role_information: str | None = None
+    filter: str | None = None
+    include_contexts: tuple[str, ...] = DEFAULT_CONTEXTS
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    messages: list[dict[str, Any]]
+    data_source: DataSource
+    stream: bool = False
+    model: str | None = None
+
+
+def parse_request(body: bytes, *, default_index: str) -> ChatRequest:
+    """Validate a chat-completions body; ChatError(400) names the first bad field."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise invalid(None, "the request body is not valid JSON", "invalid_json") from None
+    if not isinstance(data, dict):
+        raise invalid(None, "the request body must be a JSON object", "invalid_type")
+    messages = _messages(data.get("messages"))
+    stream = data.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise invalid("stream", "'stream' must be a boolean", "invalid_type")
+    model = data.get("model")
+    if model is not None and not isinstance(model, str):
+        raise invalid("model", "'model' must be a string", "invalid_type")
+    return ChatRequest(
+        messages=messages,
+        data_source=_data_sources(data.get("data_sources"), default_index),
+        stream=stream,
+        model=model,
+    )
+
+
+def _messages(value: Any) -> list[dict[str, Any]]:
+    if value is None:
+        raise invalid("messages", "'messages' is required", "missing_required_parameter")
+    if not isinstance(value, list):
+        raise invalid("messages", "'messages' must be an array", "invalid_type")
+    if not value:
+        raise invalid("messages", "'messages' must not be empty", "empty_array")
+    for i, message in enumerate(value):
+        _message(message, i)
+    if value[-1]["role"] != "user":
+        raise invalid(
+            f"messages[{len(value) - 1}].role", "the last message must be the user's question"
+        )
+    return value
+
+
+def _message(message: Any, i: int) -> None:
+    where = f"messages[{i}]"
+    if not isinstance(message, dict):
+        raise invalid(where, f"'{where}' must be an object", "invalid_type")
+    role = message.get("role")
+    if role not in ROLES:
+        raise invalid(f"{where}.role", f"'{where}.role' must be one of {', '.join(ROLES)}")
+    content = message.get("content")
+    if content is None and role in ("assistant", "tool"):
+        return
+    if isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise invalid(
+            f"{where}.content", f"'{where}.content' must be a string or an array", "invalid_type"
+        )
+    for j, part in enumerate(content):
+        _part(part, f"{where}.content[{j}]", role)
+
+
+def _part(part: Any, where: str, role: str) -> None:
+    if not isinstance(part, dict):
+        raise invalid(where, f"'{where}' must be an object", "invalid_type")
+    kind = part.get("type")
+    if kind == "text":
+        if not isinstance(part.get("text"), str):
+            raise invalid(f"{where}.text", f"'{where}.text' must be a string", "invalid_type")
+    elif kind == "image_url":
+        if role != "user":
+            raise invalid(f"{where}.type", "only user messages may contain images")
+        image_url = part.get("image_url")
+        url = image_url.get("url") if isinstance(image_url, dict) else None
+        if not isinstance(url, str) or not url:
+            raise invalid(
+                f"{where}.image_url.url", f"'{where}.image_url.url' must be a non-empty string"
+            )
+    else:
+        raise invalid(f"{where}.type", f"'{where}.type' must be 'text' or 'image_url'")
+
+
+def _data_sources(value: Any, default_index: str) -> DataSource:
+    if value is None:
+        return DataSource(index_name=default_index)
+    if not isinstance(value, list):
+        raise invalid("data_sources", "'data_sources' must be an array", "invalid_type")
+    if len(value) != 1:
+        raise invalid("data_sources", "'data_sources' must have exactly one element")
+    source = value[0]
+    if not isinstance(source, dict):
+        raise invalid("data_sources[0]", "'data_sources[0]' must be an object", "invalid_type")
+    if source.get("type") != "azure_search":
+        raise invalid("data_sources[0].type", "'data_sources[0].type' must be 'azure_search'")
+    params = source.get("parameters")
+    if not isinstance(params, dict):
+        raise invalid(P, f"'{P}' must be an object", "missing_required_parameter")
+    index_name = params.get("index_name")
+    if not isinstance(index_name, str) or not _INDEX_NAME.match(index_name):
+        raise invalid(
+            f"{P}.index_name",
+            f"'{P}.index_name' must be an index name (lowercase letters, digits, dashes)",
+        )
+    query_type = _optional(params, "query_type", str, "vector_simple_hybrid")
+    if query_type not in QUERY_TYPES:
+        raise invalid(f"{P}.query_type", f"'{P}.query_type' must be one of {QUERY_TYPES}")
+    top_n = _int_in(params, "top_n_documents", 5, 1, MAX_TOP_N)
+    strictness = _int_in(params, "strictness", 3, 1, 5)
+    contexts = params.get("include_contexts")
+    if contexts is None:
+        contexts = list(DEFAULT_CONTEXTS)
+    if not isinstance(contexts, list) or any(c not in CONTEXTS for c in contexts):
+        raise invalid(
+            f"{P}.include_contexts", f"'{P}.include_contexts' items must be among {CONTEXTS}"
+        )
+    return DataSource(
+        index_name=index_name,
+        fields=_fields_mapping(params.get("fields_mapping")),
+        query_type=query_type,
+        top_n=top_n,
+        strictness=strictness,
+        in_scope=_optional(params, "in_scope", bool, True),
+        role_information=_optional(params, "role_information", str, None),
+        filter=_optional(params, "filter", str, None),
+        include_contexts=tuple(dict.fromkeys(contexts)),
+    )
+
+
+def _optional(params: dict[str, Any], name: str, kind: type, default: Any) -> Any:
+    value = params.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, kind):
+        raise invalid(f"{P}.{name}", f"'{P}.{name}' must be a {kind.__name__}", "invalid_type")
+    return value
+
+
+def _int_in(params: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = params.get(name)
+    if value is None:
+        return default
+    # bool is an int in Python; JSON true is not a number.
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise invalid(f"{P}.{name}", f"'{P}.{name}' must be an integer from {low} to {high}")
+    return value
+
+
+def _fields_mapping(value: Any) -> FieldMapping:
+    where = f"{P}.fields_mapping"
+    if value is None:
+        return FieldMapping()
+    if not isinstance(value, dict):
+        raise invalid(where, f"'{where}' must be an object", "invalid_type")
+    defaults = FieldMapping()
+
+    def names(key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        raw = value.get(key)
+        if raw is None:
+            return default
+        if not isinstance(raw, list) or not raw or not all(isinstance(n, str) and n for n in raw):
+            raise invalid(f"{where}.{key}", f"'{where}.{key}' must be a non-empty string array")
+        return tuple(raw)
+
+    def name(key: str, default: str | None) -> str | None:
+        if key not in value:
+            return default
+        raw = value[key]
+        if raw is not None and (not isinstance(raw, str) or not raw):
+            raise invalid(f"{where}.{key}", f"'{where}.{key}' must be a field name or null")
+        return raw
+
+    return FieldMapping(
+        image_vector_fields=names("image_vector_fields", defaults.image_vector_fields),
+        content_fields=names("content_fields", defaults.content_fields),
+        title_field=name("title_field", defaults.title_field),
+        url_field=name("url_field", defaults.url_field),
+        filepath_field=name("filepath_field", defaults.filepath_field),
+    )
