@@ -49,6 +49,7 @@ def plan_ingestion(payload: PlanInput) -> Plan | PlanRejected:
         instance_id=payload["instance_id"],
         work_container=settings.work_container,
         partition_size=settings.partition_size,
+        containers=config.served_containers(settings),
     )
 
 

@@ -11,7 +11,7 @@ from imagerag import config
 from imagerag.chat import endpoint
 from imagerag.chat.errors import ChatError
 from imagerag.chat.response import ChatResponse, error_response
-from imagerag.ports import BlobNotFoundError, InvalidBlobNameError
+from imagerag.cited_images import read_cited_image
 
 bp = func.Blueprint()
 
@@ -41,27 +41,33 @@ def azure_chat_completions(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.function_name("chat_images")
-@bp.route(route=IMAGE_ROUTE + "/{container}/{*path}", methods=["GET"])
+@bp.route(
+    route=IMAGE_ROUTE + "/{container}/{*path}",
+    methods=["GET"],
+    # The signed link is the credential: a browser's <img> cannot send a function key.
+    auth_level=func.AuthLevel.ANONYMOUS,
+)
 def chat_images(req: func.HttpRequest) -> func.HttpResponse:
     container = req.route_params.get("container", "")
     path = req.route_params.get("path", "")
     settings = config.settings()
-    # Only the images container is served: this route must not open the rest of storage.
-    if container not in config.served_containers(settings) or not path:
-        return _not_found(f"no image {container}/{path}")
-    store = config.blob_store(settings)
-    try:
-        properties = store.properties(container, path)
-        if properties is None:
-            return _not_found(f"no image {container}/{path}")
-        data = store.read(container, path, etag=properties.etag)
-    except (BlobNotFoundError, InvalidBlobNameError):
-        return _not_found(f"no image {container}/{path}")
+    image = read_cited_image(
+        container=container,
+        path=path,
+        expires=req.params.get("exp", ""),
+        signature=req.params.get("sig", ""),
+        links=config.image_links(settings),
+        served=config.served_containers(settings),
+        store=config.blob_store(settings),
+        index=lambda name: config.image_index(settings, name),
+    )
+    if image is None:
+        return _http(error_response(ChatError(404, "no such image", code="not_found")))
     return func.HttpResponse(
-        data,
+        image.data,
         status_code=200,
         headers={
-            "Content-Type": properties.content_type or "application/octet-stream",
+            "Content-Type": image.mime_type,
             "X-Content-Type-Options": "nosniff",
             "Cache-Control": "private, max-age=300",
         },
@@ -70,9 +76,7 @@ def chat_images(req: func.HttpRequest) -> func.HttpResponse:
 
 def _chat(req: func.HttpRequest, *, suffix: str) -> func.HttpResponse:
     settings = config.settings()
-    deps = config.chat_dependencies(
-        settings, image_route=_image_route(req.url, suffix), function_key=req.params.get("code")
-    )
+    deps = config.chat_dependencies(settings, image_route=_image_route(req.url, suffix))
     return _http(endpoint.respond(req.get_body(), deps, default_index=settings.chat_default_index))
 
 
@@ -89,7 +93,3 @@ def _image_route(request_url: str, suffix: str) -> str:
 def _http(response: ChatResponse) -> func.HttpResponse:
     body = response.body if isinstance(response.body, bytes) else b"".join(response.body)
     return func.HttpResponse(body, status_code=response.status, headers=response.headers)
-
-
-def _not_found(message: str) -> func.HttpResponse:
-    return _http(error_response(ChatError(404, message, code="not_found")))

@@ -152,7 +152,7 @@ async def list_ingestions(
             "runtimeStatus": _runtime_status(s),
             "createdTime": _iso(s.created_time),
             "lastUpdatedTime": _iso(s.last_updated_time),
-            "metadata": _metadata_of(s.input_, s.output),
+            "metadata": _metadata_of(s.input_, _public_output(s)),
             "customStatus": s.custom_status,
         }
         for s in ingestions
@@ -177,7 +177,7 @@ async def get_ingestion(
             "lastUpdatedTime": _iso(status.last_updated_time),
             "input": _parse_if_json_text(status.input_),
             "customStatus": status.custom_status,
-            "output": _parse_if_json_text(status.output),
+            "output": _public_output(status),
         }
     )
 
@@ -274,6 +274,21 @@ def _parse_if_json_text(value: Any) -> Any:
         except ValueError:
             return value
     return value
+
+
+def _public_output(status: DurableOrchestrationStatus) -> Any:
+    """The output as callers may see it. A Failed instance's output is the exception with its
+    traceback (server paths, code): the host log has it already, the caller gets a pointer.
+    customStatus needs no such care: only the orchestrator sets it, with counts and reasons."""
+    if status.runtime_status == OrchestrationRuntimeStatus.Failed:
+        return {
+            "error": {
+                "code": "IngestionFailed",
+                "message": "the ingestion failed unexpectedly; the host log has the details "
+                f"(instance {status.instance_id})",
+            }
+        }
+    return _parse_if_json_text(status.output)
 
 
 def _metadata_of(orchestration_input: Any, output: Any) -> str | None:

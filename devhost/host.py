@@ -68,7 +68,7 @@ class DevHost:
             interval=self._blob_poll_interval,
         )
         routes = http_routes(index)
-        app = web.Application(client_max_size=128 * 1024 * 1024)
+        app = web.Application(client_max_size=options.request_body_limit)
         app.router.add_routes(durable_routes(self._engine))
         app.router.add_get("/admin/host/status", _host_status)
         app.router.add_route(

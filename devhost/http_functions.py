@@ -128,7 +128,11 @@ def make_handler(
             params = route.match(request.method, path)
             if params is None:
                 continue
-            body = await request.read()
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge as exc:
+                log.info("Refused a %s body over the host's limit", request.method)
+                return web.json_response(_too_large_body(exc), status=413)
             try:
                 durable = client_binding() if route.info.binding_of_type("durableClient") else None
                 result = await invoker.call(
@@ -143,3 +147,15 @@ def make_handler(
         return web.Response(status=404)
 
     return handle
+
+
+def _too_large_body(exc: web.HTTPRequestEntityTooLarge) -> dict[str, Any]:
+    """The host refuses oversized bodies before any function runs; answered as JSON in the
+    OpenAI error shape the app's own routes use."""
+    return {
+        "error": {
+            "message": f"the request body is larger than the host accepts: {exc.text}",
+            "type": "invalid_request_error",
+            "code": "request_too_large",
+        }
+    }

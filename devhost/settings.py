@@ -38,12 +38,17 @@ def resolve_setting_references(text: str) -> str:
     return _SETTING_REFERENCE.sub(lookup, text)
 
 
+DEFAULT_REQUEST_BODY_LIMIT = 100 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class HostOptions:
     task_hub: str
     max_concurrent_activities: int
     max_concurrent_orchestrations: int
     route_prefix: str
+    # FUNCTIONS_REQUEST_BODY_SIZE_LIMIT, as the Functions host reads it (default 100 MB).
+    request_body_limit: int = DEFAULT_REQUEST_BODY_LIMIT
 
     @classmethod
     def from_host_json(cls, script_root: Path) -> HostOptions:
@@ -61,5 +66,8 @@ class HostOptions:
             ),
             max_concurrent_orchestrations=int(
                 durable.get("maxConcurrentOrchestratorFunctions", 10 * cores)
+            ),
+            request_body_limit=int(
+                os.environ.get("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT") or DEFAULT_REQUEST_BODY_LIMIT
             ),
         )

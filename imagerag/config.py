@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
     from imagerag.chat.completion import ChatDependencies
+    from imagerag.image_links import ImageLinks
 
 STORAGE_SETTING = "AzureWebJobsStorage"
 STORAGE_BLOB_URI_SETTING = "AzureWebJobsStorage__blobServiceUri"
@@ -53,6 +54,7 @@ INGEST_TRIGGER_SOURCE_SETTING = "INGEST_TRIGGER_SOURCE"
 TRIGGER_SOURCES = ("EventGrid", "LogsAndContainerScan")
 CHAT_DEFAULT_INDEX_SETTING = "CHAT_DEFAULT_INDEX"
 CHAT_IMAGE_URL_ALLOWLIST_SETTING = "CHAT_IMAGE_URL_ALLOWLIST"
+IMAGE_LINK_KEY_SETTING = "IMAGE_LINK_KEY"
 
 DEFAULT_VISION_MODEL_VERSION = "2023-04-15"
 DEFAULT_OPENAI_DEPLOYMENT = "gpt-5.6-terra"
@@ -100,6 +102,8 @@ class Settings:
     local_data_dir: Path = Path(DEFAULT_LOCAL_DATA_DIR)
     chat_default_index: str = f"{DEFAULT_IMAGES_CONTAINER}-v"
     chat_image_url_allowlist: tuple[str, ...] = ()
+    # Signs the image route's links; unset: a random key per process (see image_links.py).
+    image_link_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -162,6 +166,7 @@ class Settings:
             client_id=get(CLIENT_ID_SETTING),
             local_data_dir=Path(get(LOCAL_DATA_DIR_SETTING) or DEFAULT_LOCAL_DATA_DIR),
             chat_default_index=get(CHAT_DEFAULT_INDEX_SETTING) or index_name_for(images_container),
+            image_link_key=get(IMAGE_LINK_KEY_SETTING),
             chat_image_url_allowlist=tuple(
                 host.strip().lower()
                 for host in (get(CHAT_IMAGE_URL_ALLOWLIST_SETTING) or "").split(",")
@@ -307,28 +312,19 @@ def answerer(settings: Settings) -> Answerer:
     return ExtractiveAnswerer()
 
 
-def chat_dependencies(
-    settings: Settings, *, image_route: str, function_key: str | None
-) -> ChatDependencies:
+def chat_dependencies(settings: Settings, *, image_route: str) -> ChatDependencies:
     """What one chat request needs. ``image_route``: this app's image route as the caller
-    reaches it (ends with '/'); citation URLs point there when storage does not sign URLs."""
-    from urllib.parse import quote
-
+    reaches it (ends with '/'); citation links point there when storage does not sign URLs."""
     from imagerag.chat.completion import ChatDependencies, citation_url
     from imagerag.chat.prompt_image import ImageUrlPolicy
     from imagerag.ports import SearchHit
 
     store = blob_store(settings)
     containers = served_containers(settings)
+    links = image_links(settings)
 
     def url_of(hit: SearchHit) -> str | None:
-        url = citation_url(
-            hit, store, image_route=image_route, containers=containers, expires_in_s=3600
-        )
-        # A function key the caller used opens the image route too (FUNCTION auth level).
-        if url is not None and url.startswith(image_route) and function_key:
-            url += f"?code={quote(function_key)}"
-        return url
+        return citation_url(hit, store, image_route=image_route, containers=containers, links=links)
 
     return ChatDependencies(
         vectorizer=lambda: vectorizer(settings),
@@ -340,8 +336,17 @@ def chat_dependencies(
     )
 
 
+@functools.lru_cache(maxsize=4)
+def image_links(settings: Settings) -> ImageLinks:
+    """Signs and checks the links of the image route (one key per process unless set)."""
+    from imagerag.image_links import ImageLinks
+
+    key = settings.image_link_key.encode() if settings.image_link_key else None
+    return ImageLinks(key)
+
+
 def served_containers(settings: Settings) -> frozenset[str]:
-    """Containers whose images this app serves itself (the image route of citation URLs)."""
+    """Containers this app ingests metadata files from and serves cited images of."""
     return frozenset({settings.images_container})
 
 

@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import io
 import posixpath
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
+from PIL import (
+    Image,
+    UnidentifiedImageError,
+    _imaging,  # the C core: its allocator settings
+)
 
 # Vision limits: file under 20 MB, each side from 10 to 16,000 px.
 MAX_BYTES = 20 * 1024 * 1024
@@ -20,6 +27,17 @@ MAX_SIDE = 16_000
 # Decompression-bomb guard: a 16,000 x 16,000 PNG of one colour is a few hundred KB on disk and
 # 768 MB decoded. JPEG decodes at 1/8 scale (draft mode), so only other formats need a budget.
 MAX_DECODED_PIXELS = 64_000_000
+# Pixels decoded at once in this process, all threads together (4 bytes each; callers count
+# their working copies too): a dozen big PNGs arriving together decode one at a time instead
+# of all at once, while small images decode side by side.
+DECODE_BUDGET_PIXELS = MAX_DECODED_PIXELS
+# PIL refuses images over 2x this many pixels before our own rules are asked; the rules above
+# decide instead (a 16,000 x 16,000 JPEG is valid: it decodes at 1/8 scale).
+Image.MAX_IMAGE_PIXELS = MAX_SIDE * MAX_SIDE
+# Pillow allocates pixels in blocks (what PILLOW_BLOCK_SIZE sets). Blocks over glibc's largest
+# mmap threshold (32 MB) are mapped and unmapped, so a big decode's memory goes back to the OS
+# instead of staying in its thread's malloc arena: 16 activity threads would each keep one.
+_imaging.set_block_size(64 * 1024 * 1024)
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff")
 _FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "BMP": "image/bmp"}
@@ -128,9 +146,55 @@ def _decode(image: Image.Image, facts: ImageFacts) -> None:
             f"in full, so at most {MAX_DECODED_PIXELS / 1e6:.0f} Mpx are accepted",
         )
     try:
-        image.load()
+        with decoding(image.size[0] * image.size[1]):
+            image.load()
     except Exception as exc:  # truncated or damaged data: OSError, SyntaxError, ValueError, ...
         raise ImageRejected(CORRUPT, f"the image data is damaged: {exc}") from None
+
+
+class PixelBudget:
+    """Admits decodes while the pixels being decoded stay within a budget. One decode larger
+    than the whole budget runs alone, so nothing waits forever."""
+
+    def __init__(self, pixels: int) -> None:
+        self.capacity = pixels
+        self.available = pixels
+        self.waiting = 0  # decodes waiting for pixels right now
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def take(self, pixels: int) -> Iterator[None]:
+        need = min(max(pixels, 0), self.capacity)
+        with self._changed:
+            self.waiting += 1
+            self._changed.wait_for(lambda: self.available >= need)
+            self.waiting -= 1
+            self.available -= need
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.available += need
+                self._changed.notify_all()
+
+
+_budget = PixelBudget(DECODE_BUDGET_PIXELS)
+
+
+def decoding(pixels: int) -> AbstractContextManager[None]:
+    """Hold ``pixels`` of the process-wide decode budget while the block decodes."""
+    return _budget.take(pixels)
+
+
+def mime_type(data: bytes) -> str | None:
+    """The image type found in the bytes (from the header alone), or None."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                return _FORMATS.get(image.format or "")
+    except Exception:  # not an image PIL can read: no type
+        return None
 
 
 def _not_an_image(data: bytes) -> str:

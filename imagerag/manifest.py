@@ -12,9 +12,15 @@ from typing import Any
 MAX_ENTRIES = 10_000
 # Blob names are at most 1,024 characters (Azure Storage limit).
 MAX_BLOB_PATH_LENGTH = 1024
+# About 1,000 tokens, the chunk size On Your Data indexes by default: a description is a
+# caption, and chat sends up to 20 of them (top_n) to the model and back in citations.
+MAX_DESCRIPTION_CHARS = 4000
 
 # Control characters make blob names unusable in URLs and logs.
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+# json.loads keeps a lone surrogate escape ("\\ud800") as is, and UTF-8 cannot encode it: the
+# entry could be neither indexed nor written to the report. Valid pairs are joined by json.loads.
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 class ManifestError(ValueError):
@@ -41,7 +47,9 @@ class ManifestEntry:
 class EntryProblem:
     index: int
     image_blob_path: str | None  # None when the entry has no usable path
-    code: str  # not_object | missing_field | wrong_type | invalid_path | duplicate
+    # not_object | missing_field | wrong_type | invalid_text | invalid_path |
+    # description_too_long | duplicate
+    code: str
     message: str
 
 
@@ -84,13 +92,7 @@ def parse_manifest(data: bytes, *, blob_path: str | None = None) -> Manifest:
         raise ManifestError(
             "encoding", f"metadata file must be UTF-8 encoded JSON (bad byte at {exc.start})"
         ) from None
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ManifestError(
-            "json",
-            f"metadata file is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-        ) from None
+    document = _json_document(text)
     if not isinstance(document, list):
         raise ManifestError(
             "shape",
@@ -130,31 +132,70 @@ def parse_manifest(data: bytes, *, blob_path: str | None = None) -> Manifest:
     )
 
 
+def _json_document(text: str) -> Any:
+    """The file's JSON; what the parser cannot read rejects the file (rule ``json``)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        reason = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    except RecursionError:
+        reason = "it is nested too deeply (a metadata file is an array of flat objects)"
+    except ValueError:
+        # int() refuses over 4,300 digits (a guard against quadratic conversion).
+        reason = "a number has more than 4,300 digits (write long values as strings)"
+    raise ManifestError("json", f"metadata file is not valid JSON: {reason}")
+
+
 def _parse_entry(index: int, item: Any) -> ManifestEntry | EntryProblem:
     if not isinstance(item, dict):
         return EntryProblem(
             index, None, "not_object", f"entry must be a JSON object, not a {_json_type(item)}"
         )
     raw_path = item.get("image_blob_path")
-    path = raw_path if isinstance(raw_path, str) else None
+    # The path as reports show it: they are UTF-8 JSON, which a lone surrogate would break.
+    shown = _printable(raw_path) if isinstance(raw_path, str) else None
     for field_name in ("image_blob_path", "description"):
         if field_name not in item:
-            return EntryProblem(index, path, "missing_field", f"'{field_name}' is required")
-        if not isinstance(item[field_name], str):
+            return EntryProblem(index, shown, "missing_field", f"'{field_name}' is required")
+        value = item[field_name]
+        if not isinstance(value, str):
             return EntryProblem(
                 index,
-                path,
+                shown,
                 "wrong_type",
-                f"'{field_name}' must be a string, not a {_json_type(item[field_name])}",
+                f"'{field_name}' must be a string, not a {_json_type(value)}",
             )
-    assert path is not None
-    reason = _blob_path_problem(path)
+        if _LONE_SURROGATE.search(value):
+            return EntryProblem(
+                index,
+                shown,
+                "invalid_text",
+                f"'{field_name}' contains a lone UTF-16 surrogate escape (such as \\ud800), "
+                "which is not text: fix the escape or remove it",
+            )
+    path: str = item["image_blob_path"]
+    description: str = item["description"]
+    reason = blob_path_problem(path)
     if reason is not None:
         return EntryProblem(index, path or None, "invalid_path", reason)
-    return ManifestEntry(index=index, image_blob_path=path, description=item["description"])
+    if len(description) > MAX_DESCRIPTION_CHARS:
+        return EntryProblem(
+            index,
+            path,
+            "description_too_long",
+            f"'description' is {len(description):,} characters long; at most "
+            f"{MAX_DESCRIPTION_CHARS:,} are allowed",
+        )
+    return ManifestEntry(index=index, image_blob_path=path, description=description)
 
 
-def _blob_path_problem(path: str) -> str | None:
+def _printable(text: str) -> str:
+    """``text`` with lone surrogates written as ``\\udXXX`` escapes, so reports can hold it."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def blob_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot name a blob inside a container, or None if it can. Never raises."""
     if not path.strip():
         return "'image_blob_path' must not be empty"
     if len(path) > MAX_BLOB_PATH_LENGTH:
@@ -172,6 +213,9 @@ def _blob_path_problem(path: str) -> str | None:
         return "'image_blob_path' must not contain '.' or '..' segments"
     if _CONTROL_CHARS.search(path):
         return "'image_blob_path' contains control characters"
+    if _LONE_SURROGATE.search(path):
+        # Blob names travel as UTF-8 in URLs; a lone surrogate has no UTF-8 form.
+        return "'image_blob_path' contains a lone UTF-16 surrogate, which is not text"
     return None
 
 

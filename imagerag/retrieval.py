@@ -46,6 +46,11 @@ TEXT_WEIGHT_WITH_IMAGE = 0.5
 # Candidates fetched per list before fusion and strictness (then top_n are kept).
 MIN_CANDIDATES = 20
 CANDIDATES_PER_RESULT = 4
+# What a query may cost: only the first words of the last user turn are searched. A full-text
+# query's cost grows with its terms (a 25 MB question once made the engine try to allocate
+# 59 GB); 64 words is more than any question needs (Azure AI Vision embeds at most 70).
+MAX_QUERY_WORDS = 64
+MAX_QUERY_CHARS = 1000
 
 ListName = Literal["image", "text_vector", "text"]
 
@@ -134,7 +139,21 @@ def extract_query(messages: Sequence[dict[str, Any]]) -> Query:
         if images:
             image = images[-1]
             break
-    return Query(text=" ".join(t.strip() for t in texts if t.strip()), image=image)
+    return Query(text=query_text(texts), image=image)
+
+
+def query_text(texts: Sequence[str]) -> str:
+    """The searched text: the first MAX_QUERY_WORDS words, at most MAX_QUERY_CHARS characters.
+    Reads only as much of each text as it needs, whatever its length."""
+    words: list[str] = []
+    for text in texts:
+        words += text[: MAX_QUERY_CHARS + 1].split()[: MAX_QUERY_WORDS - len(words)]
+        if len(words) >= MAX_QUERY_WORDS:
+            break
+    joined = " ".join(words)
+    if len(joined) > MAX_QUERY_CHARS:
+        joined = joined[:MAX_QUERY_CHARS].rsplit(" ", 1)[0]
+    return joined
 
 
 def _text_parts(message: dict[str, Any]) -> list[tuple[int, str]]:

@@ -17,4 +17,9 @@ log "ruff + mypy"
 .venv/bin/mypy
 .venv/bin/mypy --strict imagerag activities orchestrations api function_app.py
 
+# Security linters; each allowed finding has its reason in pyproject.toml / .checkov.yaml.
+log "bandit + checkov"
+.venv/bin/bandit -q -c pyproject.toml -r imagerag api activities orchestrations devhost function_app.py
+.venv/bin/checkov --config-file .checkov.yaml
+
 exec .venv/bin/python -m pytest "$@"

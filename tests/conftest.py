@@ -247,6 +247,18 @@ def devhost(azurite: Azurite, tmp_path: Path) -> Iterator[DevhostFactory]:
     ``env`` is added to os.environ (a value of None removes the variable). Without
     ``state_dir`` all hosts of one test share ``tmp_path / "state"`` (restart scenarios).
     """
+    yield from _devhosts(azurite, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def devhost_module(
+    azurite: Azurite, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DevhostFactory]:
+    """``devhost`` for a whole test module: one host serves many tests (fuzz, load)."""
+    yield from _devhosts(azurite, tmp_path_factory.mktemp("devhost"))
+
+
+def _devhosts(azurite: Azurite, base: Path) -> Iterator[DevhostFactory]:
     started: list[DevhostProcess] = []
     counter = itertools.count(1)
 
@@ -256,9 +268,9 @@ def devhost(azurite: Azurite, tmp_path: Path) -> Iterator[DevhostFactory]:
         state_dir: Path | None = None,
     ) -> DevhostProcess:
         port = free_port()
-        state = Path(state_dir) if state_dir is not None else tmp_path / "state"
+        state = Path(state_dir) if state_dir is not None else base / "state"
         state.mkdir(parents=True, exist_ok=True)
-        log_path = tmp_path / f"devhost-{next(counter)}.log"
+        log_path = base / f"devhost-{next(counter)}.log"
 
         child_env = dict(os.environ)
         child_env["AzureWebJobsStorage"] = azurite.connection_string

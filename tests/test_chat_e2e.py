@@ -4,95 +4,21 @@ index, and the extractive answerer. The index is seeded through the ports (not i
 from __future__ import annotations
 
 import base64
-import uuid
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 import requests
-from sample_images import altered_copy, picture_bytes
-
-from imagerag import config, naming
-from imagerag.ports import IndexDocument
+from chat_seed import DESCRIPTIONS, Seeded, path_of, seed_chat_index
+from sample_images import altered_copy
 
 API_VERSION = "2024-10-21"
 P = "data_sources[0].parameters"
-DESCRIPTIONS = {
-    0: "a red bicycle leaning against a brick wall",
-    1: "a lighthouse on a rocky coast at sunset",
-    2: "a bowl of green apples on a kitchen table",
-    3: "a snowy mountain peak above a pine forest",
-    4: "a yellow taxi waiting at a city crossing",
-    5: "an old sailing boat moored in a quiet harbour",
-    6: "a field of sunflowers under a blue sky",
-    7: "a cup of coffee next to an open notebook",
-}
-
-
-@dataclass(frozen=True)
-class Seeded:
-    container: str
-    data_dir: Path
-    originals: dict[int, bytes]
-
-    @property
-    def index(self) -> str:
-        return naming.index_name_for(self.container)
-
-    def env(self) -> dict[str, str | None]:
-        return {
-            "IMAGES_CONTAINER": self.container,
-            "LOCAL_DATA_DIR": str(self.data_dir),
-            "CHAT_DEFAULT_INDEX": None,
-            "AZURE_OPENAI_ENDPOINT": None,
-            "OPENAI_BASE_URL": None,
-            "AZURE_VISION_ENDPOINT": None,
-            "AZURE_SEARCH_ENDPOINT": None,
-        }
-
-
-def path_of(seed: int) -> str:
-    return f"pictures/{seed}.jpg"
 
 
 @pytest.fixture(scope="module")
-def seeded(azurite, blob_service, tmp_path_factory) -> Seeded:
-    container = f"chat{uuid.uuid4().hex[:10]}"
-    data_dir = tmp_path_factory.mktemp("chat-data")
-    settings = config.Settings.from_env(
-        {
-            "AzureWebJobsStorage": azurite.connection_string,
-            "IMAGES_CONTAINER": container,
-            "LOCAL_DATA_DIR": str(data_dir),
-        }
-    )
-    store = config.blob_store(settings)
-    store.ensure_container(container)
-    vectorizer = config.vectorizer(settings)
-    index = config.image_index(settings, naming.index_name_for(container))
-    index.ensure(vectorizer.model)
-    originals = {seed: picture_bytes(seed) for seed in DESCRIPTIONS}
-    documents = []
-    for seed, data in originals.items():
-        store.write(container, path_of(seed), data, content_type="image/jpeg")
-        documents.append(
-            IndexDocument(
-                id=naming.document_id(container, path_of(seed)),
-                description=DESCRIPTIONS[seed],
-                image_vector=vectorizer.vectorize_image(data),
-                filepath=path_of(seed),
-                url=store.url(container, path_of(seed)),
-                title=f"{seed}.jpg",
-                source=f"{container}/metadata.json",
-                model_name=vectorizer.model.name,
-                model_version=vectorizer.model.version,
-                content_hash="0" * 64,
-            )
-        )
-    index.upsert(documents)
-    return Seeded(container=container, data_dir=data_dir, originals=originals)
+def seeded(azurite, tmp_path_factory) -> Seeded:
+    return seed_chat_index(azurite.connection_string, tmp_path_factory.mktemp("chat-data"))
 
 
 @pytest.fixture
@@ -322,15 +248,3 @@ def test_malformed_requests_get_the_documented_errors(host, seeded):
     )
     assert no_version.status_code == 400
     assert no_version.json()["error"]["param"] == "api-version"
-
-
-def test_the_image_route_serves_only_the_images_container(host, seeded, blob_service):
-    other = f"secret{uuid.uuid4().hex[:8]}"
-    blob_service.create_container(other)
-    blob_service.get_container_client(other).upload_blob("pictures/0.jpg", b"private")
-    base = f"{host.base_url}/api/images"
-    assert requests.get(f"{base}/{seeded.container}/{path_of(0)}", timeout=30).status_code == 200
-    for url in (f"{base}/{other}/pictures/0.jpg", f"{base}/{seeded.container}/pictures/none.jpg"):
-        refused = requests.get(url, timeout=30)
-        assert refused.status_code == 404
-        assert refused.json()["error"]["code"] == "not_found"

@@ -14,6 +14,7 @@ from imagerag import retrieval
 from imagerag.adapters.extractive import ExtractiveAnswerer
 from imagerag.chat import completion, errors, prompt_image, response
 from imagerag.chat import request as parsing
+from imagerag.image_links import ImageLinks
 from imagerag.ports import (
     AnswererError,
     AnswerRequest,
@@ -738,15 +739,21 @@ def test_citation_urls_are_signed_or_served_by_the_app_and_never_open_other_cont
     other = at("https://acct.blob.core.windows.net/private/a.jpg")
     elsewhere = at("https://example.com/a.jpg")
     signing, plain = FakeStore(signs=True), FakeStore(signs=False)
+    links = ImageLinks(b"k" * 32, clock=lambda: 1000.0)
 
     def url(hit: SearchHit, store: Any) -> str | None:
-        return completion.citation_url(hit, store, image_route=route, containers=["images"])
+        return completion.citation_url(
+            hit, store, image_route=route, containers=["images"], links=links
+        )
 
     assert url(own, signing) == "https://acct.blob.core.windows.net/images/a b.jpg?sig=x"
-    assert url(own, plain) == "http://host/api/images/images/a%20b.jpg"
+    linked = url(own, plain)
+    assert linked is not None and linked.startswith("http://host/api/images/images/a%20b.jpg?")
+    expires, signature = (part.split("=", 1)[1] for part in linked.split("?")[1].split("&"))
+    assert links.verify("images", "a b.jpg", expires, signature)
     assert url(other, plain) is None
     assert url(elsewhere, signing) is None
-    assert completion.citation_url(own, None, image_route=route, containers=["images"]) is None
+    assert url(own, None) is None
 
 
 def test_the_blob_store_signs_read_urls_only_with_an_identity():

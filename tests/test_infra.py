@@ -48,6 +48,8 @@ NOT_SET_IN_AZURE = {
     "OPENAI_API_KEY": "OpenAI-compatible server: local alternative to Azure OpenAI",
     "LOCAL_DATA_DIR": "embedded local index; Azure AI Search is used in Azure",
     "INGEST_PARTITION_SIZE": "the code default (100) is the deployed value",
+    "IMAGE_LINK_KEY": "secret; only used when storage is a connection string (with the managed "
+    "identity, citations are user-delegation SAS URLs)",
 }
 
 # Settings Bicep writes that the code does not read: the Functions host and worker read them.

@@ -122,6 +122,7 @@ def _plan(
         instance_id=instance_id,
         work_container=work_container,
         partition_size=partition_size,
+        containers={container},
     )
 
 
@@ -258,6 +259,23 @@ def test_plan_rejects_an_invalid_file(store: AzureBlobStore, unique_container: s
     assert plan["error"]["code"] == "InvalidManifest"
     assert plan["error"]["rule"] == "shape"
     assert "JSON array" in plan["error"]["message"]
+
+
+def test_plan_refuses_a_container_the_app_does_not_ingest(
+    store: AzureBlobStore, unique_container: str
+) -> None:
+    sha = _upload_metadata(store, unique_container, [])
+    plan = planning.plan_ingestion(
+        store,
+        metadata=contract.blob_ref(unique_container, "metadata.json"),
+        sha256=sha,
+        instance_id="ingest-" + "2" * 32,
+        work_container=f"{unique_container}-w",
+        partition_size=100,
+        containers={"images"},
+    )
+    assert plan["error"]["code"] == "ContainerNotAllowed"
+    assert unique_container in plan["error"]["message"]
 
 
 def test_plan_reports_a_deleted_file(store: AzureBlobStore, unique_container: str) -> None:

@@ -90,6 +90,9 @@ def test_extra_fields_are_ignored() -> None:
         (encode({"image_blob_path": "a.png", "description": "a"}), "shape", "JSON array"),
         (encode("metadata"), "shape", "JSON array"),
         (b"null", "shape", "not a JSON null"),
+        # What the JSON parser cannot read rejects the file, with a reason a user can act on.
+        (b"[" * 100_000, "json", "nested too deeply"),
+        (b'[{"image_blob_path": "a.png", "n": ' + b"9" * 5000 + b"}]", "json", "4,300 digits"),
     ],
 )
 def test_file_level_errors_name_the_rule(data: bytes, rule: str, words: str) -> None:
@@ -150,6 +153,20 @@ def test_ten_thousand_and_one_entries_rejected() -> None:
             "//evil.example/c/a.png",
             "relative",
         ),
+        # A lone surrogate cannot be written as UTF-8: the report shows it escaped.
+        ({"image_blob_path": "a.png", "description": "\ud800"}, "invalid_text", "a.png", "\\ud800"),
+        (
+            {"image_blob_path": "a\udfff.png", "description": "x"},
+            "invalid_text",
+            "a\\udfff.png",
+            "surrogate",
+        ),
+        (
+            {"image_blob_path": "a.png", "description": "x" * (manifest.MAX_DESCRIPTION_CHARS + 1)},
+            "description_too_long",
+            "a.png",
+            "at most 4,000",
+        ),
     ],
 )
 def test_entry_problems_are_reported_not_raised(
@@ -167,6 +184,20 @@ def test_entry_problems_are_reported_not_raised(
 def test_dots_inside_names_are_fine() -> None:
     result = parse_manifest(encode([{"image_blob_path": "a..b/c.d.png", "description": ""}]))
     assert [e.image_blob_path for e in result.entries] == ["a..b/c.d.png"]
+
+
+def test_a_description_at_the_cap_is_allowed() -> None:
+    description = "x" * manifest.MAX_DESCRIPTION_CHARS
+    result = parse_manifest(encode([{"image_blob_path": "a.png", "description": description}]))
+    assert result.entries[0].description == description
+
+
+def test_blob_path_problem_is_the_entry_rule() -> None:
+    assert manifest.blob_path_problem("cats/tabby.jpg") is None
+    assert manifest.blob_path_problem("../x.jpg") == (
+        "'image_blob_path' must not contain '.' or '..' segments"
+    )
+    assert "surrogate" in (manifest.blob_path_problem("a\ud800.jpg") or "")
 
 
 def test_empty_description_is_allowed() -> None:

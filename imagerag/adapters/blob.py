@@ -89,7 +89,9 @@ class AzureBlobStore:
         )
 
     def url(self, container: str, path: str) -> str:
-        return str(self._service.get_blob_client(container, path).url)
+        # Without the query: a SAS connection string puts its token there, and documents
+        # store this URL.
+        return _without_query(str(self._service.get_blob_client(container, path).url))
 
     def ensure_container(self, container: str) -> None:
         try:
@@ -102,7 +104,7 @@ class AzureBlobStore:
             raise
 
     def locate(self, url: str) -> tuple[str, str] | None:
-        account = self._service.url.rstrip("/") + "/"
+        account = _without_query(str(self._service.url)).rstrip("/") + "/"
         if not url.startswith(account):
             return None
         container, _, path = url[len(account) :].split("?", 1)[0].partition("/")
@@ -145,6 +147,10 @@ class AzureBlobStore:
 # Per account URL: (expiry, key). Module-level so BlobStore instances share it.
 _DELEGATION_KEYS: dict[str, tuple[datetime, UserDelegationKey]] = {}
 _DELEGATION_KEYS_LOCK = threading.Lock()
+
+
+def _without_query(url: str) -> str:
+    return url.split("?", 1)[0]
 
 
 def _is_token_credential(credential: object) -> bool:

@@ -32,8 +32,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image
 
+from imagerag import images
 from imagerag.ports import ModelInfo, VectorizerError, VectorizerInputError
 
 if TYPE_CHECKING:
@@ -52,9 +53,12 @@ IMAGE_SIZE = 224
 # weights cannot silently produce vectors under the same version.
 WEIGHTS_TAG = "imagenet-57934424"
 # Bump whenever decode/resize/crop/scaling/pooling changes: old vectors must not be mixed.
-PREPROCESSING_TAG = "rgb-short224-centre-s127d128-gap-l2.1"
+PREPROCESSING_TAG = "rgb-short224-centre-s127d128-gap-l2.2"
 MODEL_VERSION = f"{WEIGHTS_TAG}+{PREPROCESSING_TAG}"
 
+# Box reduction before the bilinear resize leaves at most this factor to resize (PIL's
+# reducing_gap): fast, and antialiased enough.
+REDUCING_GAP = 3.0
 DEFAULT_MAX_BATCH = 16
 DEFAULT_MAX_WAIT_S = 0.01
 
@@ -143,13 +147,54 @@ def decode(data: bytes) -> Image.Image:
                 # Let libjpeg decode at 1/2, 1/4 or 1/8 scale while both sides stay >= 224.
                 opened.draft("RGB", (IMAGE_SIZE, IMAGE_SIZE))
             opened.seek(0)  # first frame of GIF / multi-page TIFF
-            opened.load()
-            rgb = _to_rgb(ImageOps.exif_transpose(opened))
+            width, height = opened.size
+            # Reducing an image with alpha premultiplies it first: a second full-size copy.
+            copies = 2 if "A" in opened.mode or "transparency" in opened.info else 1
+            with images.decoding(width * height * copies):
+                opened.load()
+                # After load(): a PNG's EXIF may follow its pixels, and reading it decodes them.
+                orientation = opened.getexif().get(ExifTags.Base.Orientation, 1)
+                # Box-reduce the full-size pixels first, as resize() would: conversions then
+                # work on a small copy (a 64 Mpx RGBA PNG costs its 256 MB decode, no more).
+                small = _reduced(opened, _shorter_side_size(opened.size, IMAGE_SIZE))
+            rgb = _to_rgb(_oriented(small, orientation))
     except (VectorizerInputError, MemoryError):
         raise
     except Exception as exc:  # PIL plugins raise OSError, ValueError, SyntaxError, zlib.error...
         raise VectorizerInputError(f"image could not be decoded: {exc}") from exc
     return _shorter_side_to(rgb, IMAGE_SIZE)
+
+
+def _reduced(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Integer box reduction towards ``size``, leaving resize() at most REDUCING_GAP x to do."""
+    (width, height), (to_width, to_height) = image.size, size
+    factors = (
+        max(1, int(width / to_width / REDUCING_GAP)),
+        max(1, int(height / to_height / REDUCING_GAP)),
+    )
+    if factors == (1, 1):
+        return image
+    try:
+        return image.reduce(factors)
+    except ValueError:  # modes reduce() does not take (P, 1): converted at full size instead
+        return image
+
+
+def _oriented(image: Image.Image, orientation: int) -> Image.Image:
+    """The EXIF orientation applied (as ImageOps.exif_transpose does, on any size)."""
+    method = _TRANSPOSE.get(orientation)
+    return image if method is None else image.transpose(method)
+
+
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -186,14 +231,18 @@ def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
     return Image.fromarray(grey).convert("RGB")
 
 
-def _shorter_side_to(image: Image.Image, side: int) -> Image.Image:
-    width, height = image.size
+def _shorter_side_size(size: tuple[int, int], side: int) -> tuple[int, int]:
+    width, height = size
     scale = side / min(width, height)
-    size = (max(side, round(width * scale)), max(side, round(height * scale)))
+    return (max(side, round(width * scale)), max(side, round(height * scale)))
+
+
+def _shorter_side_to(image: Image.Image, side: int) -> Image.Image:
+    size = _shorter_side_size(image.size, side)
     if size == image.size:
         return image
     # reducing_gap: a fast box reduce first for large downscales, then antialiased bilinear.
-    return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
+    return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=REDUCING_GAP)
 
 
 def preprocess(data: bytes) -> FloatArray:

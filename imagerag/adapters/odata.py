@@ -7,12 +7,17 @@ and ``search.in(field, 'a|b', '|')``. Everything else (numbers, booleans, lambda
 
 A parsed filter can be rendered as a LanceDB/DataFusion SQL predicate or evaluated over
 in-memory string columns; both follow OData's null semantics (``null ne 'x'`` is true).
+
+Bounds: at most MAX_FILTER_CHARS characters and MAX_NESTING nested ``not`` / parentheses, so
+no filter exhausts the parser's stack, nor DataFusion's SQL parser (which refuses about 24
+nested levels of its own and takes exponential time on deeper ``NOT (`` chains).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -21,7 +26,17 @@ import numpy.typing as npt
 
 from imagerag.ports import InvalidFilterError
 
+# Room for search.in over ~800 GUIDs or ~2,500 comparisons (LanceDB plans those in ~0.15 s);
+# hand-written filters are a few hundred characters.
+MAX_FILTER_CHARS = 32_768
+# Each level of `not` or parentheses costs up to two of the ~50 levels DataFusion's SQL parser
+# allows (to_sql parenthesises every node): 16 stays inside it, and is far more than filters use.
+MAX_NESTING = 16
+# Error messages quote the start of the filter, not all of it.
+_QUOTED_CHARS = 200
+
 _COMPARISONS = {"eq": "=", "ne": "<>", "gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+_TRAILING_SPACE = re.compile(r"\s*\Z")
 _TOKEN = re.compile(
     r"""\s*(?:
         (?P<string>'(?:[^']|'')*')
@@ -70,7 +85,13 @@ class _Token:
 
 
 def parse(expression: str, fields: Collection[str]) -> Filter:
-    """Parse ``expression``; every field it names must be in ``fields`` (string fields)."""
+    """Parse ``expression``; every field it names must be in ``fields`` (string fields).
+    Anything else, including a filter over the bounds above, raises InvalidFilterError."""
+    if len(expression) > MAX_FILTER_CHARS:
+        raise InvalidFilterError(
+            f"the filter is {len(expression):,} characters long; at most {MAX_FILTER_CHARS:,} "
+            "are allowed"
+        )
     parser = _Parser(expression, fields)
     node = parser.expression()
     parser.expect_end()
@@ -153,12 +174,14 @@ class _Parser:
         self._fields = fields
         self._tokens = self._tokenize(expression)
         self._index = 0
+        self._nesting = 0
 
     def _tokenize(self, expression: str) -> list[_Token]:
         tokens: list[_Token] = []
         position = 0
         while position < len(expression):
-            if expression[position:].strip() == "":
+            # A match at the position, not a slice: slicing per token is quadratic.
+            if _TRAILING_SPACE.match(expression, position):
                 break
             match = _TOKEN.match(expression, position)
             if match is None or match.lastgroup is None:
@@ -175,7 +198,9 @@ class _Parser:
         return tokens
 
     def _fail(self, message: str) -> NoReturn:
-        raise InvalidFilterError(f"invalid filter {self._expression!r}: {message}")
+        quoted = self._expression[:_QUOTED_CHARS]
+        more = "..." if len(self._expression) > _QUOTED_CHARS else ""
+        raise InvalidFilterError(f"invalid filter {quoted!r}{more}: {message}")
 
     def _peek(self) -> _Token:
         return self._tokens[self._index]
@@ -215,15 +240,27 @@ class _Parser:
         token = self._peek()
         if self._is_word(token, "not"):
             self._next()
-            return Not(self._unary())
+            with self._nested(token):
+                return Not(self._unary())
         if token.kind == "punct" and token.text == "(":
             self._next()
-            node = self.expression()
+            with self._nested(token):
+                node = self.expression()
             self._expect_punct(")")
             return node
         if self._is_word(token, "search.in"):
             return self._search_in()
         return self._comparison()
+
+    @contextmanager
+    def _nested(self, token: _Token) -> Iterator[None]:
+        self._nesting += 1
+        if self._nesting > MAX_NESTING:
+            self._fail(
+                f"more than {MAX_NESTING} nested 'not' or parentheses at position {token.position}"
+            )
+        yield
+        self._nesting -= 1
 
     def _field(self) -> str:
         token = self._next()

@@ -9,7 +9,6 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
 from PIL import Image
 
@@ -17,6 +16,7 @@ from imagerag.chat.errors import ChatError, invalid, unavailable
 from imagerag.chat.prompt_image import ImageUrlPolicy, fetch_image_url, load_prompt_image
 from imagerag.chat.request import ChatRequest, DataSource, P
 from imagerag.chat.response import Citation, build_context
+from imagerag.image_links import ImageLinks
 from imagerag.ports import (
     Answerer,
     AnswererError,
@@ -207,10 +207,12 @@ def citation_url(
     *,
     image_route: str,
     containers: Iterable[str],
+    links: ImageLinks,
     expires_in_s: int = 3600,
 ) -> str | None:
-    """Where a citation's image opens: a SAS URL when the store signs, else this app's image
-    route (``image_route`` ends with '/') for the served containers; None keeps the index's."""
+    """Where a citation's image opens: a SAS URL when the store signs, else a signed link to
+    this app's image route (``image_route`` ends with '/') for the served containers; None
+    keeps the index's own URL."""
     if blobs is None or not hit.url:
         return None
     located = blobs.locate(hit.url)
@@ -222,4 +224,4 @@ def citation_url(
         return signed
     if container not in set(containers):
         return None
-    return f"{image_route}{quote(container)}/{quote(path)}"
+    return links.sign(image_route, container, path)

@@ -41,6 +41,11 @@ def invalid(param: str | None, message: str, code: str = "invalid_value") -> Cha
     return ChatError(400, message, param=param, code=code)
 
 
+def too_large(message: str) -> ChatError:
+    """A body over the size cap: refused before it is parsed."""
+    return ChatError(413, message, code="request_too_large")
+
+
 def unavailable(what: str, status: int | None, retry_after_s: float | None) -> ChatError:
     """A dependency that throttles (429) or fails: the client may retry after a while."""
     if status == 429:

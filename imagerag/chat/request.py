@@ -1,6 +1,7 @@
 """The chat-completions request: validation of an On Your Data body into a ChatRequest.
 
-Every refusal is a ChatError(400) that names the first bad field (``param``)."""
+Every refusal is a ChatError that names the first bad field (``param``): 400, or 413 for a
+body over MAX_BODY_BYTES. Nothing a client sends raises anything else."""
 
 from __future__ import annotations
 
@@ -9,10 +10,22 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from imagerag.chat.errors import invalid
+from imagerag.chat.errors import ChatError, invalid, too_large
 from imagerag.ports import FieldMapping
 
 MAX_TOP_N = 20
+# Images come as data: URLs, each under the 20 MB Vision limit (27 MB in base64): 50 MB admits
+# a full-size one with room to spare, and a larger body is refused before json.loads copies it.
+MAX_BODY_BYTES = 50 * 1024 * 1024
+# 128 exchanges: far past what a vision model's context holds, yet each message is validated
+# and sent on to the answerer, so the count is bounded (OpenAI's own limit is 2,048).
+MAX_MESSAGES = 256
+# The deepest valid body is 6 levels (messages[].content[].image_url.url). Deeper values in
+# messages would reach code that recurses (the SDKs' json.dumps) inside the answerer.
+MAX_JSON_DEPTH = 32
+# json.loads keeps a lone surrogate escape ("\\ud800") as is; UTF-8 cannot encode it, so it
+# would fail later, when the text is sent on or logged. Valid pairs are joined by json.loads.
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 QUERY_TYPES = ("simple", "semantic", "vector", "vector_simple_hybrid", "vector_semantic_hybrid")
 CONTEXTS = ("citations", "intent", "all_retrieved_documents")
 DEFAULT_CONTEXTS = ("citations", "intent")
@@ -46,10 +59,7 @@ class ChatRequest:
 
 def parse_request(body: bytes, *, default_index: str) -> ChatRequest:
     """Validate a chat-completions body; ChatError(400) names the first bad field."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise invalid(None, "the request body is not valid JSON", "invalid_json") from None
+    data = _json_body(body)
     if not isinstance(data, dict):
         raise invalid(None, "the request body must be a JSON object", "invalid_type")
     messages = _messages(data.get("messages"))
@@ -69,6 +79,60 @@ def parse_request(body: bytes, *, default_index: str) -> ChatRequest:
     )
 
 
+class _NotJson(ValueError):
+    """A value json.loads would accept that JSON does not define (NaN, Infinity)."""
+
+
+def _json_body(body: bytes) -> Any:
+    """The body as JSON; every way it cannot be read is a ChatError naming the reason."""
+    if len(body) > MAX_BODY_BYTES:
+        raise too_large(
+            f"the request body is {len(body):,} bytes; at most {MAX_BODY_BYTES:,} are accepted"
+        )
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except RecursionError:
+        reason = f"it is nested deeper than {MAX_JSON_DEPTH} levels"
+    except json.JSONDecodeError as exc:
+        reason = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    except UnicodeDecodeError:
+        reason = "it is not UTF-8 text"
+    except _NotJson as exc:
+        reason = str(exc)
+    except ValueError:
+        # int() refuses over 4,300 digits (a guard against quadratic conversion).
+        reason = "a number has more than 4,300 digits"
+    raise invalid(None, f"the request body is not valid JSON: {reason}", "invalid_json")
+
+
+def _reject_constant(name: str) -> Any:
+    raise _NotJson(f"{name} is not a JSON number")
+
+
+def _unsafe_value(value: Any, where: str) -> ChatError | None:
+    """The first value under ``where`` (in document order) that is nested deeper than
+    MAX_JSON_DEPTH or holds a lone surrogate, as the error naming it; None if there is none.
+    Iterative: the nesting it guards against must not exhaust the stack here either."""
+    stack: list[tuple[Any, str, int]] = [(value, where, 1)]
+    while stack:
+        item, path, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return invalid(path, f"'{path}' is nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(item, str) and _LONE_SURROGATE.search(item):
+            return invalid(
+                path, f"'{path}' contains a lone UTF-16 surrogate (not text)", "invalid_text"
+            )
+        if isinstance(item, list):
+            stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in reversed(list(enumerate(item))))
+        elif isinstance(item, dict):
+            if any(_LONE_SURROGATE.search(key) for key in item):
+                return invalid(
+                    path, f"a key in '{path}' contains a lone UTF-16 surrogate", "invalid_text"
+                )
+            stack.extend((v, f"{path}.{k}", depth + 1) for k, v in reversed(item.items()))
+    return None
+
+
 def _messages(value: Any) -> list[dict[str, Any]]:
     if value is None:
         raise invalid("messages", "'messages' is required", "missing_required_parameter")
@@ -76,6 +140,15 @@ def _messages(value: Any) -> list[dict[str, Any]]:
         raise invalid("messages", "'messages' must be an array", "invalid_type")
     if not value:
         raise invalid("messages", "'messages' must not be empty", "empty_array")
+    if len(value) > MAX_MESSAGES:
+        raise invalid(
+            "messages",
+            f"'messages' has {len(value):,} items; at most {MAX_MESSAGES} are accepted",
+            "array_above_max_length",
+        )
+    unsafe = _unsafe_value(value, "messages")
+    if unsafe is not None:
+        raise unsafe
     for i, message in enumerate(value):
         _message(message, i)
     if value[-1]["role"] != "user":
@@ -132,6 +205,9 @@ def _data_sources(value: Any, default_index: str) -> DataSource:
         raise invalid("data_sources", "'data_sources' must be an array", "invalid_type")
     if len(value) != 1:
         raise invalid("data_sources", "'data_sources' must have exactly one element")
+    unsafe = _unsafe_value(value, "data_sources")
+    if unsafe is not None:
+        raise unsafe
     source = value[0]
     if not isinstance(source, dict):
         raise invalid("data_sources[0]", "'data_sources[0]' must be an object", "invalid_type")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Collection
 from typing import Any
 
 from imagerag import manifest
@@ -41,14 +42,23 @@ def plan_ingestion(
     instance_id: str,
     work_container: str,
     partition_size: int,
+    containers: Collection[str],
 ) -> Plan | PlanRejected:
     """Read and validate the metadata file, write its partitions, return the plan.
 
-    Rejections (bad file, file gone or changed) are returned as ``{"error": ...}``: they are
-    user errors to report, not failures to retry.
+    Rejections (bad file, file gone or changed, a container the app does not ingest) are
+    returned as ``{"error": ...}``: they are user errors to report, not failures to retry.
     """
     work: WorkRef = {"container": work_container, "prefix": instance_id}
     container, blob_path = metadata["container"], metadata["path"]
+    if container not in containers:
+        # The Durable management API can start an orchestration with any input: only the
+        # containers the app is configured for are ever read.
+        error: Problem = {
+            "code": "ContainerNotAllowed",
+            "message": f"container {container!r} is not one this app ingests",
+        }
+        return _reject(store, work, metadata, sha256, error)
     try:
         props = store.properties(container, blob_path)
         if props is None:
@@ -57,7 +67,7 @@ def plan_ingestion(
         etag = props.etag
         data: bytes | None = store.read(container, blob_path, etag=etag)
     except BlobNotFoundError:
-        error: Problem = {"code": "MetadataNotFound", "message": "metadata file no longer exists"}
+        error = {"code": "MetadataNotFound", "message": "metadata file no longer exists"}
         return _reject(store, work, metadata, sha256, error)
     except BlobChangedError:
         data = None

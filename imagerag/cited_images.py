@@ -1,0 +1,60 @@
+"""What the image route may serve: one image that an index cites, through a link this app signed.
+
+Every rule is checked before storage is touched: a served container, a blob path that obeys
+the manifest's path rules (no '..', '.', backslashes, control characters: HTTP clients would
+normalise them into another blob), a valid unexpired signature, and a document of the
+container's index that references exactly this image. The type is found from the bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+from imagerag import images, manifest
+from imagerag.image_links import ImageLinks
+from imagerag.naming import document_id, index_name_for
+from imagerag.ports import (
+    BlobNotFoundError,
+    BlobStore,
+    ImageIndex,
+    ImageIndexError,
+    InvalidBlobNameError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CitedImage:
+    data: bytes
+    mime_type: str
+
+
+def read_cited_image(
+    *,
+    container: str,
+    path: str,
+    expires: str,
+    signature: str,
+    links: ImageLinks,
+    served: Collection[str],
+    store: BlobStore,
+    index: Callable[[str], ImageIndex],
+) -> CitedImage | None:
+    """The image, or None when any rule refuses it (the caller answers 404 either way, so a
+    probe learns nothing about what exists)."""
+    if container not in served or manifest.blob_path_problem(path) is not None:
+        return None
+    if not links.verify(container, path, expires, signature):
+        return None
+    doc_id = document_id(container, path)
+    try:
+        if doc_id not in index(index_name_for(container)).get_states([doc_id]):
+            return None
+        properties = store.properties(container, path)
+        if properties is None or not 0 < properties.size < images.MAX_BYTES:
+            return None
+        data = store.read(container, path, etag=properties.etag)
+    except (ImageIndexError, BlobNotFoundError, InvalidBlobNameError):
+        return None
+    mime_type = images.mime_type(data)
+    return None if mime_type is None else CitedImage(data, mime_type)
