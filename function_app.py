@@ -5,12 +5,16 @@ import azure.functions as func
 
 from activities.ingest import bp as ingest_activities
 from api.chat import bp as chat_api
+from api.datasources import bp as datasources_api
 from api.ingestion import bp as ingestion_api
+from api.playground import bp as playground_api
 from orchestrations.ingest import bp as ingest_orchestrations
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 app.register_functions(ingestion_api)
 app.register_functions(chat_api)
+app.register_functions(datasources_api)
+app.register_functions(playground_api)
 app.register_functions(ingest_orchestrations)
 app.register_functions(ingest_activities)

@@ -1,4 +1,4 @@
-"""Activities of the ingestion pipeline: thin wrappers over imagerag.ingestion.
+"""Activities of ingestion: thin wrappers over imagerag.ingestion.
 
 Each takes and returns the types of imagerag.ingestion.contract (references and counts only,
 never image bytes or vectors); ``<ACTIVITY>.implementation`` makes mypy check the signature
@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import azure.durable_functions as df
 
-from imagerag import config
-from imagerag.ingestion import finish, image, plan
+from imagerag import config, naming
+from imagerag.ingestion import finish, image, plan, runs, sync_state
 from imagerag.ingestion.contract import (
+    BEGIN_RUN,
+    DELETE_STALE,
+    END_RUN,
     ENSURE_INDEX,
     INGEST_IMAGE,
-    PLAN_INGESTION,
-    SYNC_DELETIONS,
+    PLAN_RUN,
     WRITE_PARTITION_REPORT,
     WRITE_REPORT,
     Counts,
+    EndRun,
     EnsureIndexInput,
     EntryResult,
     ImageTask,
@@ -30,27 +33,50 @@ from imagerag.ingestion.contract import (
     PlanRejected,
     ReportInput,
     ReportResult,
-    SyncInput,
-    SyncResult,
+    RunRef,
+    StaleInput,
+    StaleResult,
+    SyncRef,
 )
 
 bp = df.Blueprint()
 
 
-@bp.function_name(PLAN_INGESTION.name)
+@bp.function_name(BEGIN_RUN.name)
 @bp.activity_trigger(input_name="payload")
-@PLAN_INGESTION.implementation
-def plan_ingestion(payload: PlanInput) -> Plan | PlanRejected:
+@BEGIN_RUN.implementation
+def begin_run(payload: SyncRef) -> RunRef:
     settings = config.settings()
-    return plan.plan_ingestion(
-        config.blob_store(settings),
-        metadata=payload["metadata"],
-        sha256=payload["sha256"],
-        instance_id=payload["instance_id"],
-        work_container=settings.work_container,
-        partition_size=settings.partition_size,
-        containers=config.served_containers(settings),
+    store = config.blob_store(settings)
+    container = payload["container"]
+    start = sync_state.begin_run(store, settings.work_container, container)
+    run_id = naming.run_id(container, start.number)
+    record = {"id": run_id, "kind": "run", "container": container, "number": start.number}
+    runs.write_record(
+        store,
+        settings.work_container,
+        record | {"phase": runs.PLANNING, "reasons": start.reasons, "total": 0, "done": 0},
     )
+    return {
+        "id": run_id,
+        "number": start.number,
+        "requested": start.requested,
+        "changes": start.changes,
+    }
+
+
+@bp.function_name(END_RUN.name)
+@bp.activity_trigger(input_name="payload")
+@END_RUN.implementation
+def end_run(payload: SyncRef) -> EndRun:
+    settings = config.settings()
+    again = sync_state.end_run(
+        config.blob_store(settings),
+        settings.work_container,
+        payload["container"],
+        epoch=payload["epoch"],
+    )
+    return {"again": again}
 
 
 @bp.function_name(ENSURE_INDEX.name)
@@ -60,6 +86,24 @@ def ensure_index(payload: EnsureIndexInput) -> IndexReady | IndexRefused:
     settings = config.settings()
     return plan.ensure_index(
         config.image_index(settings, payload["index"]), config.vectorizer(settings).model
+    )
+
+
+@bp.function_name(PLAN_RUN.name)
+@bp.activity_trigger(input_name="payload")
+@PLAN_RUN.implementation
+def plan_run(payload: PlanInput) -> Plan | PlanRejected:
+    settings = config.settings()
+    return plan.plan_run(
+        config.blob_store(settings),
+        config.image_index(settings, payload["index"]),
+        container=payload["container"],
+        index_name=payload["index"],
+        run=payload["run"],
+        work_container=settings.work_container,
+        partition_size=settings.partition_size,
+        # Read afresh (not the cached list): a source registered a moment ago is ingested.
+        containers={s.container for s in config.registry(settings).all() if s.container},
     )
 
 
@@ -91,18 +135,16 @@ def write_partition_report(payload: PartitionReportInput) -> Counts:
     )
 
 
-@bp.function_name(SYNC_DELETIONS.name)
+@bp.function_name(DELETE_STALE.name)
 @bp.activity_trigger(input_name="payload")
-@SYNC_DELETIONS.implementation
-def sync_deletions(payload: SyncInput) -> SyncResult:
+@DELETE_STALE.implementation
+def delete_stale(payload: StaleInput) -> StaleResult:
     settings = config.settings()
-    return finish.sync_deletions(
+    return finish.delete_stale(
         config.blob_store(settings),
-        config.image_index(settings, payload["index"]),
+        config.image_index(settings, payload["target"]["index"]),
         work=payload["work"],
-        partitions=payload["partitions"],
-        metadata=payload["metadata"],
-        sha256=payload["sha256"],
+        target=payload["target"],
     )
 
 
@@ -113,10 +155,11 @@ def write_report(payload: ReportInput) -> ReportResult:
     return finish.write_report(
         config.blob_store(config.settings()),
         work=payload["work"],
-        metadata=payload["metadata"],
-        sha256=payload["sha256"],
-        partitions=payload["partitions"],
+        container=payload["container"],
         index=payload["index"],
+        run=payload["run"],
+        partitions=payload["partitions"],
         deleted=payload["deleted"],
+        superseded=payload["superseded"],
         error=payload.get("error"),
     )

@@ -57,7 +57,7 @@ def chat_images(req: func.HttpRequest) -> func.HttpResponse:
         expires=req.params.get("exp", ""),
         signature=req.params.get("sig", ""),
         links=config.image_links(settings),
-        served=config.served_containers(settings),
+        index_of=lambda name: config.index_of_container(settings, name),
         store=config.blob_store(settings),
         index=lambda name: config.image_index(settings, name),
     )

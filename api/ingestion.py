@@ -1,4 +1,5 @@
-"""Ingestion entry points: the metadata blob trigger and the ingestion status API."""
+"""Ingestion entry points: what starts runs (the metadata blob trigger, Event Grid events) and
+the ingestion status API (run records, not the Durable instance store)."""
 
 from __future__ import annotations
 
@@ -6,39 +7,29 @@ import asyncio
 import hashlib
 import json
 import logging
-from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
-from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 
 from imagerag import config, manifest, naming
-from imagerag.ingestion.contract import BlobRef, IngestRequest, blob_ref, ref_text
-from orchestrations.ingest import INGEST_ORCHESTRATOR
+from imagerag.ingestion import runs, sync_state
+from imagerag.ingestion.contract import SyncRequest
+from orchestrations.ingest import SYNC_ORCHESTRATOR
 
 logger = logging.getLogger(__name__)
 
 bp = df.Blueprint()
 
-# When the file's latest ingestion is of the same content and in one of these states, a new
-# upload of it starts nothing. Failed, Terminated and Canceled ones are started again under
-# the same id (start_new replaces them): re-uploading the same bytes retries a failed ingestion.
-_ALREADY_STARTED = {
-    OrchestrationRuntimeStatus.Pending,
-    OrchestrationRuntimeStatus.Running,
-    OrchestrationRuntimeStatus.ContinuedAsNew,
-    OrchestrationRuntimeStatus.Suspended,
-    OrchestrationRuntimeStatus.Completed,
-}
-_IN_PROGRESS = {
-    OrchestrationRuntimeStatus.Pending,
-    OrchestrationRuntimeStatus.Running,
-    OrchestrationRuntimeStatus.ContinuedAsNew,
-    OrchestrationRuntimeStatus.Suspended,
-}
+BLOB_CREATED = "Microsoft.Storage.BlobCreated"
+BLOB_DELETED = "Microsoft.Storage.BlobDeleted"
+_ACTIVE = {OrchestrationRuntimeStatus.Pending, OrchestrationRuntimeStatus.Running}
+# How long the caller that turned a container's sync on waits for the previous sync
+# orchestration (which just decided to end) to complete, before it can start the next one.
+_START_ATTEMPTS = 120
+_START_PAUSE_S = 0.25
 
 
 @bp.function_name("ingest_metadata_trigger")
@@ -52,112 +43,64 @@ _IN_PROGRESS = {
 async def ingest_metadata_trigger(
     blob: func.InputStream, client: df.DurableOrchestrationClient
 ) -> None:
-    container, _, blob_path = (blob.name or "").partition("/")
-    if not manifest.is_metadata_name(blob_path):
-        # {name} also matches across '/', e.g. "metadata-old/photo.json": not a metadata file.
-        logger.info("ignoring %s/%s: not a metadata*.json file name", container, blob_path)
+    """A metadata file of the app's own images container was created or replaced."""
+    container, _, path = (blob.name or "").partition("/")
+    if not manifest.is_metadata_name(path):
+        # {name} also matches across '/', e.g. "metadata-old/photo.json": not read.
+        await _notice(container, path)
         return
-    data = blob.read()
-    sha256 = hashlib.sha256(data).hexdigest()
-    # Keyed by content, not ETag: re-uploading the same bytes gets a new ETag (and a new
-    # trigger) but must start nothing, while any change of content is a new ingestion. Only
-    # the file's latest ingestion counts, so content A, then B, then A again ingests A again.
-    instance_id = naming.ingestion_instance_id(container, blob_path, sha256)
-
-    status = await _latest_ingestion(client, naming.ingestion_id_prefix(container, blob_path))
-    if status is not None and status.instance_id == instance_id:
-        if status.runtime_status in _ALREADY_STARTED and not _had_transient_failures(status):
-            logger.info(
-                "metadata %s/%s already ingested or in progress: %s is %s",
-                container,
-                blob_path,
-                instance_id,
-                status.runtime_status.value,
-            )
-            return
-    elif status is not None and status.runtime_status in _IN_PROGRESS:
-        # An older version of the file is still being ingested: the newest content wins, and two
-        # versions must not upsert and delete against each other.
-        await _terminate_with_partitions(client, status.instance_id, f"superseded by {instance_id}")
-        logger.info(
-            "metadata %s/%s: stopped %s, superseded", container, blob_path, status.instance_id
-        )
-    request: IngestRequest = {"metadata": blob_ref(container, blob_path), "sha256": sha256}
-    try:
-        await client.start_new(INGEST_ORCHESTRATOR, instance_id, request)
-    except Exception:
-        # Two deliveries of the same upload can race to start the same id; the loser's
-        # start is refused. Only swallow that case: anything else is re-raised.
-        again = await client.get_status(instance_id)
-        if again.runtime_status not in _ALREADY_STARTED:
-            raise
-        logger.info(
-            "metadata %s/%s: %s was started concurrently", container, blob_path, instance_id
-        )
-        return
-    logger.info(
-        "metadata %s/%s (%d bytes): started ingestion %s",
-        container,
-        blob_path,
-        len(data),
-        instance_id,
-    )
+    sha256 = hashlib.sha256(blob.read()).hexdigest()
+    reason = {"event": "created", "metadata": f"{container}/{path}", "sha256": sha256}
+    index = naming.index_name_for(container)
+    await request_run(client, container, index, reason, written=(path, sha256))
 
 
-async def _terminate_with_partitions(
-    client: df.DurableOrchestrationClient, instance_id: str, reason: str
+@bp.function_name("metadata_events")
+@bp.event_grid_trigger(arg_name="event")
+@bp.durable_client_input(client_name="client")
+async def metadata_events(
+    event: func.EventGridEvent, client: df.DurableOrchestrationClient
 ) -> None:
-    # Terminating an orchestration does not stop its sub-orchestrations: stop them too. The
-    # parent goes first: stopped children would otherwise wake it with their failures.
-    await client.terminate(instance_id, reason)
-    children = await client.get_status_by(
-        instance_id_prefix=naming.partition_id_prefix(instance_id)
-    )
-    for child in children:
-        if child.runtime_status in _IN_PROGRESS and child.instance_id:
-            await client.terminate(child.instance_id, reason)
+    """Blob events of ``*.json`` files delivered by Event Grid (devhost emulates the same), in
+    the containers of data sources: metadata files created (but in the app's own container,
+    which the blob trigger watches) or deleted, and names that look like metadata files but
+    break the rule."""
+    located = _blob_of(event.subject or "")
+    if located is None:
+        return
+    container, path = located
+    settings = config.settings()
+    source = await asyncio.to_thread(config.registry(settings).by_container, container)
+    if source is None or source.container is None:
+        return
+    if not manifest.is_metadata_name(path):
+        if event.event_type == BLOB_CREATED:
+            await _notice(container, path)
+        return
+    metadata = f"{container}/{path}"
+    if event.event_type == BLOB_DELETED:
+        reason = {"event": "deleted", "metadata": metadata}
+        await request_run(client, container, source.index, reason, deleted=path)
+    elif event.event_type == BLOB_CREATED and container != settings.images_container:
+        data = await asyncio.to_thread(config.blob_store(settings).read_versioned, container, path)
+        if data is None:
+            return  # deleted since: its BlobDeleted follows
+        sha256 = hashlib.sha256(data[0]).hexdigest()
+        reason = {"event": "created", "metadata": metadata, "sha256": sha256}
+        await request_run(client, container, source.index, reason, written=(path, sha256))
 
 
-def _had_transient_failures(status: DurableOrchestrationStatus) -> bool:
-    # A completed ingestion whose images failed only because a service stayed unavailable is
-    # run again when the same file is dropped again (the report tells users to do that).
-    output = _parse_if_json_text(status.output)
-    return (
-        status.runtime_status == OrchestrationRuntimeStatus.Completed
-        and isinstance(output, dict)
-        and bool(output.get("failed"))
-    )
-
-
-async def _latest_ingestion(
-    client: df.DurableOrchestrationClient, prefix: str
-) -> DurableOrchestrationStatus | None:
-    statuses = await client.get_status_by(instance_id_prefix=prefix)
-    ingestions = [s for s in statuses if s.name == INGEST_ORCHESTRATOR]
-    return max(ingestions, key=_created_sort_key, default=None)
+# --------------------------------------------------------------------------- status routes
 
 
 @bp.function_name("list_ingestions")
 @bp.route(route="ingestions", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
-@bp.durable_client_input(client_name="client")
-async def list_ingestions(
-    req: func.HttpRequest, client: df.DurableOrchestrationClient
-) -> func.HttpResponse:
-    statuses = await client.get_status_all()
-    ingestions = [s for s in statuses if s.name == INGEST_ORCHESTRATOR]
-    ingestions.sort(key=_created_sort_key, reverse=True)
-    value = [
-        {
-            "instanceId": s.instance_id,
-            "runtimeStatus": _runtime_status(s),
-            "createdTime": _iso(s.created_time),
-            "lastUpdatedTime": _iso(s.last_updated_time),
-            "metadata": _metadata_of(s.input_, _public_output(s)),
-            "customStatus": s.custom_status,
-        }
-        for s in ingestions
-    ]
-    return _json_response({"value": value})
+async def list_ingestions(req: func.HttpRequest) -> func.HttpResponse:
+    """Every run and notice, newest first: one listing of the run records."""
+    settings = config.settings()
+    store = config.blob_store(settings)
+    summaries = await asyncio.to_thread(runs.list_records, store, settings.work_container)
+    return _json_response({"value": [_listed(s) for s in summaries]})
 
 
 @bp.function_name("get_ingestion")
@@ -166,66 +109,183 @@ async def list_ingestions(
 async def get_ingestion(
     req: func.HttpRequest, client: df.DurableOrchestrationClient
 ) -> func.HttpResponse:
-    status = await _find_ingestion(req, client, show_input=True)
-    if isinstance(status, func.HttpResponse):
-        return status
-    return _json_response(
-        {
-            "instanceId": status.instance_id,
-            "runtimeStatus": _runtime_status(status),
-            "createdTime": _iso(status.created_time),
-            "lastUpdatedTime": _iso(status.last_updated_time),
-            "input": _parse_if_json_text(status.input_),
-            "customStatus": status.custom_status,
-            "output": _public_output(status),
-        }
-    )
+    """One run (progress, counts, files read, notices) or notice."""
+    record = await _find_record(req)
+    if isinstance(record, func.HttpResponse):
+        return record
+    if record.get("kind") == "run" and record.get("phase") in (runs.PLANNING, runs.INGESTING):
+        record = await _unless_failed(client, record)
+    return _json_response(record)
 
 
 @bp.function_name("get_ingestion_report")
 @bp.route(
     route="ingestions/{instanceId}/report", methods=["GET"], auth_level=func.AuthLevel.FUNCTION
 )
-@bp.durable_client_input(client_name="client")
-async def get_ingestion_report(
-    req: func.HttpRequest, client: df.DurableOrchestrationClient
-) -> func.HttpResponse:
-    """The per-image report of a finished ingestion (what happened to each entry, and why)."""
-    status = await _find_ingestion(req, client, show_input=False)
-    if isinstance(status, func.HttpResponse):
-        return status
-    instance_id = status.instance_id
-    output = _parse_if_json_text(status.output)
-    if not isinstance(output, dict) or not isinstance(output.get("report"), dict):
+async def get_ingestion_report(req: func.HttpRequest) -> func.HttpResponse:
+    """The per-entry report of a finished run (what happened to each entry, and why)."""
+    record = await _find_record(req)
+    if isinstance(record, func.HttpResponse):
+        return record
+    report = record.get("report")
+    if not isinstance(report, dict):
         return _error(
             HTTPStatus.NOT_FOUND,
             "ReportNotReady",
-            f"ingestion {instance_id} is {_runtime_status(status)}; its report is written when "
-            "it completes",
+            f"{record['id']} is {record.get('phase')}; its report is written when it ends",
         )
-    report_ref: BlobRef = output["report"]
     store = config.blob_store(config.settings())
     # Off the event loop: a large report must not stall the other requests.
-    report = await asyncio.to_thread(store.read, report_ref["container"], report_ref["path"])
-    return func.HttpResponse(report, status_code=200, mimetype="application/json", charset="utf-8")
+    data = await asyncio.to_thread(store.read, report["container"], report["path"])
+    return func.HttpResponse(data, status_code=200, mimetype="application/json", charset="utf-8")
 
 
-async def _find_ingestion(
-    req: func.HttpRequest, client: df.DurableOrchestrationClient, *, show_input: bool
-) -> DurableOrchestrationStatus | func.HttpResponse:
-    """The ingestion named by the route, or the 400/404 response to send instead."""
-    instance_id = req.route_params.get("instanceId", "")
-    if not naming.is_ingestion_instance_id(instance_id):
+# --------------------------------------------------------------------------- helpers
+
+
+async def request_run(
+    client: df.DurableOrchestrationClient,
+    container: str,
+    index: str,
+    reason: dict[str, Any],
+    *,
+    written: tuple[str, str] | None = None,
+    deleted: str | None = None,
+) -> sync_state.RunRequest:
+    """Ask for a run of ``container`` (into ``index``) and make sure one will take it."""
+    settings = config.settings()
+    store = config.blob_store(settings)
+    request = await asyncio.to_thread(
+        sync_state.request_run,
+        store,
+        settings.work_container,
+        container,
+        reason=reason,
+        written=written,
+        deleted=deleted,
+    )
+    logger.info(
+        "%s %s: run requested (request %d)", reason["event"], reason["metadata"], request.requested
+    )
+    await _ensure_sync(client, container, index, request)
+    return request
+
+
+async def _ensure_sync(
+    client: df.DurableOrchestrationClient,
+    container: str,
+    index: str,
+    request: sync_state.RunRequest,
+) -> None:
+    """Make sure a sync orchestration will take the request. The caller that turned the sync
+    on (``request.start``) starts it, waiting if the previous one is still completing; any
+    caller starts it when the state says on but no orchestration runs (it failed)."""
+    instance_id = naming.sync_instance_id(container)
+    payload: SyncRequest = {
+        "container": container,
+        "index": index,
+        "epoch": request.epoch,
+    }
+    for _attempt in range(_START_ATTEMPTS):
+        status = await client.get_status(instance_id, show_input=True)
+        if status.runtime_status in _ACTIVE:
+            if not request.start or _epoch_of(status.input_) >= request.epoch:
+                return  # the orchestration that runs covers this request
+            await asyncio.sleep(_START_PAUSE_S)  # the previous one is completing
+            continue
+        try:
+            await client.start_new(SYNC_ORCHESTRATOR, instance_id, payload)
+            logger.info("started %s (epoch %d)", instance_id, request.epoch)
+            return
+        except Exception:  # another caller started it between our two calls: look again
+            await asyncio.sleep(_START_PAUSE_S)
+    raise RuntimeError(f"could not start {instance_id} for request {request.requested}")
+
+
+def _epoch_of(orchestration_input: Any) -> int:
+    data = _parse_if_json_text(orchestration_input)
+    return int(data.get("epoch", 0)) if isinstance(data, dict) else 0
+
+
+async def _notice(container: str, path: str) -> None:
+    rule = manifest.near_miss_rule(path)
+    if rule is None:
+        logger.info("ignoring %s/%s: not a metadata file", container, path)
+        return
+    logger.warning("ignoring %s/%s: %s", container, path, rule)
+    settings = config.settings()
+    await asyncio.to_thread(
+        runs.write_notice,
+        config.blob_store(settings),
+        settings.work_container,
+        notice_id=naming.notice_id(container, path),
+        container=container,
+        path=path,
+        rule=rule,
+    )
+
+
+def _blob_of(subject: str) -> tuple[str, str] | None:
+    """(container, blob) of a storage event subject
+    ``/blobServices/default/containers/<container>/blobs/<blob>``."""
+    head, found, path = subject.partition("/blobs/")
+    marker = "/blobServices/default/containers/"
+    if not found or not head.startswith(marker) or not path:
+        return None
+    return head[len(marker) :], path
+
+
+async def _find_record(req: func.HttpRequest) -> dict[str, Any] | func.HttpResponse:
+    """The run or notice named by the route, or the 400/404 response to send instead."""
+    record_id = req.route_params.get("instanceId", "")
+    if not (naming.is_ingestion_instance_id(record_id) or naming.is_notice_id(record_id)):
         return _error(
             HTTPStatus.BAD_REQUEST,
             "InvalidInstanceId",
-            f"must match {naming.INSTANCE_ID_PATTERN}",
+            f"must match {naming.INSTANCE_ID_PATTERN} (a run) or {naming.NOTICE_ID_PATTERN}",
             field="instanceId",
         )
-    status = await client.get_status(instance_id, show_input=show_input)
-    if status.runtime_status is None or status.name not in (None, INGEST_ORCHESTRATOR):
-        return _error(HTTPStatus.NOT_FOUND, "NotFound", f"no ingestion {instance_id}")
-    return status
+    settings = config.settings()
+    store = config.blob_store(settings)
+    record = await asyncio.to_thread(runs.read_record, store, settings.work_container, record_id)
+    if record is None:
+        return _error(HTTPStatus.NOT_FOUND, "NotFound", f"no ingestion {record_id}")
+    return record
+
+
+async def _unless_failed(
+    client: df.DurableOrchestrationClient, record: dict[str, Any]
+) -> dict[str, Any]:
+    """A run whose orchestration failed never closes its record: say so, without the
+    exception text (a traceback with server paths; the host log has it)."""
+    status = await client.get_status(str(record["id"]))
+    if status.runtime_status not in (
+        OrchestrationRuntimeStatus.Failed,
+        OrchestrationRuntimeStatus.Terminated,
+    ):
+        return record
+    return record | {
+        "phase": "failed",
+        "error": {
+            "code": "IngestionFailed",
+            "message": "the ingestion failed unexpectedly; the host log has the details "
+            f"(instance {record['id']})",
+        },
+    }
+
+
+def _listed(summary: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "instanceId": summary.get("id"),
+        "kind": summary.get("kind"),
+        "container": summary.get("container"),
+        "index": summary.get("index"),
+        "phase": summary.get("phase"),
+        "createdTime": summary.get("created"),
+        "lastUpdatedTime": summary.get("updated"),
+        "total": summary.get("total"),
+        "done": summary.get("done"),
+    }
 
 
 def _json_response(body: Any, status: int = HTTPStatus.OK) -> func.HttpResponse:
@@ -247,25 +307,6 @@ def _error(
     return _json_response({"error": error}, status)
 
 
-def _runtime_status(status: DurableOrchestrationStatus) -> str | None:
-    return status.runtime_status.value if status.runtime_status is not None else None
-
-
-def _created_sort_key(status: DurableOrchestrationStatus) -> tuple[bool, datetime]:
-    created = status.created_time
-    if created is None:
-        return (False, datetime.min.replace(tzinfo=UTC))
-    return (True, created if created.tzinfo else created.replace(tzinfo=UTC))
-
-
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def _parse_if_json_text(value: Any) -> Any:
     # The extension returns JSON values; hosts that pass the raw JSON text are tolerated.
     if isinstance(value, str):
@@ -274,28 +315,3 @@ def _parse_if_json_text(value: Any) -> Any:
         except ValueError:
             return value
     return value
-
-
-def _public_output(status: DurableOrchestrationStatus) -> Any:
-    """The output as callers may see it. A Failed instance's output is the exception with its
-    traceback (server paths, code): the host log has it already, the caller gets a pointer.
-    customStatus needs no such care: only the orchestrator sets it, with counts and reasons."""
-    if status.runtime_status == OrchestrationRuntimeStatus.Failed:
-        return {
-            "error": {
-                "code": "IngestionFailed",
-                "message": "the ingestion failed unexpectedly; the host log has the details "
-                f"(instance {status.instance_id})",
-            }
-        }
-    return _parse_if_json_text(status.output)
-
-
-def _metadata_of(orchestration_input: Any, output: Any) -> str | None:
-    """``container/path`` of the ingested file, from the input (or, for hosts that list
-    without inputs, from the output of a finished ingestion)."""
-    for value in (orchestration_input, output):
-        data = _parse_if_json_text(value)
-        if isinstance(data, dict) and isinstance(data.get("metadata"), dict):
-            return ref_text(data["metadata"])
-    return None

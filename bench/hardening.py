@@ -122,10 +122,8 @@ def main() -> None:
 
                 def finished() -> bool:
                     found = requests.get(f"{stack.base_url}/api/ingestions", timeout=30).json()
-                    return bool(found["value"]) and found["value"][0]["runtimeStatus"] not in (
-                        "Pending",
-                        "Running",
-                    )
+                    runs = [r for r in found["value"] if r["kind"] == "run"]
+                    return bool(runs) and runs[0]["phase"] in ("completed", "rejected")
 
                 wait_until(finished, 900, interval=1.0)
             results["png_ingest"] = {

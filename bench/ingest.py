@@ -42,6 +42,7 @@ from imagerag.adapters import local_vectorizer  # noqa: E402
 # Azurite's public development key (not a secret: it opens only the local emulator).
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 BATCH = 32
+FINISHED = ("completed", "superseded", "rejected")
 
 
 def free_port() -> int:
@@ -117,13 +118,14 @@ def ingest(
 
             def completed() -> bool:
                 found = requests.get(f"{base}/api/ingestions", timeout=10).json()["value"]
-                return bool(found) and found[0]["runtimeStatus"] in ("Completed", "Failed")
+                return bool(found) and found[0]["phase"] in FINISHED
 
-            wait_until(completed, 3600, interval=0.25)
+            wait_until(completed, 3600, interval=1.0)
             seconds = time.perf_counter() - started
-            found = requests.get(f"{base}/api/ingestions", timeout=10).json()["value"][0]
-            custom = found["customStatus"]
-            if found["runtimeStatus"] != "Completed" or custom["byStatus"]["indexed"] != count:
+            latest = requests.get(f"{base}/api/ingestions", timeout=10).json()["value"][0]
+            record = requests.get(f"{base}/api/ingestions/{latest['instanceId']}", timeout=10)
+            found = record.json()
+            if found["phase"] != "completed" or found["byStatus"]["indexed"] != count:
                 raise SystemExit(f"ingestion did not index every image: {found}")
             return seconds
         finally:

@@ -67,15 +67,15 @@ class TimedVectorizer:
     def model(self) -> ModelInfo:
         return self.inner.model
 
-    def vectorize_image(self, data: bytes) -> list[float]:
+    def vectorize_image(self, data: bytes, *, interactive: bool = False) -> list[float]:
         start = time.perf_counter()
         try:
-            return self.inner.vectorize_image(data)
+            return self.inner.vectorize_image(data, interactive=interactive)
         finally:
             self.last_s = time.perf_counter() - start
 
-    def vectorize_text(self, text: str) -> list[float]:
-        return self.inner.vectorize_text(text)
+    def vectorize_text(self, text: str, *, interactive: bool = False) -> list[float]:
+        return self.inner.vectorize_text(text, interactive=interactive)
 
 
 def seed_index(settings: config.Settings, name: str, size: int, real: list[list[float]]) -> None:

@@ -72,19 +72,34 @@ class Stack:
         self.connection = connection_string(azurite_port)
         self.blob_service = BlobServiceClient.from_connection_string(self.connection)
         wait_until(lambda: list(self.blob_service.list_containers()) is not None, 30)
+        return self.restart_devhost()
+
+    def restart_devhost(self) -> Stack:
+        """Start devhost (stopping the running one first; state and Azurite are kept)."""
+        self.stop_devhost()
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, AzureWebJobsStorage=self.connection, **self.env)
         env.setdefault("LOCAL_DATA_DIR", str(self.scratch / "data"))
-        devhost = self._start(
+        self._devhost = self._start(
             [sys.executable, "-m", "devhost", "--port", str(self.port)]
             + ["--state-dir", str(self.scratch / "state"), "--blob-poll-interval", "0.2"],
             "devhost.log",
             env,
         )
-        self.devhost_pid = devhost.pid
+        self.devhost_pid = self._devhost.pid
         wait_until(lambda: requests.get(f"{self.base_url}/admin/host/status", timeout=1).ok, 90)
         return self
+
+    def stop_devhost(self) -> None:
+        devhost = getattr(self, "_devhost", None)
+        if devhost is not None and devhost.poll() is None:
+            devhost.terminate()
+            try:
+                devhost.wait(30)
+            except subprocess.TimeoutExpired:
+                devhost.kill()
+                devhost.wait()
 
     def _start(self, command: list[str], log: str, env: Any) -> subprocess.Popen[bytes]:
         (self.scratch / "azurite").mkdir(parents=True, exist_ok=True)

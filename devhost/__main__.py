@@ -29,13 +29,15 @@ def parse_args() -> argparse.Namespace:
         "--state-dir",
         type=Path,
         default=None,
-        help="where orchestration state and blob receipts live (default: <script-root>/.devhost)",
+        help="where orchestration state and trigger receipts live "
+        "(default: <script-root>/.devhost)",
     )
     parser.add_argument(
         "--blob-poll-interval",
         type=float,
         default=1.0,
-        help="seconds between scans of blob trigger containers (default: 1.0)",
+        help="seconds between scans of blob trigger containers and of the storage account for "
+        "Event Grid triggers (default: 1.0)",
     )
     parser.add_argument("--verbose", action="store_true", help="log at DEBUG level (default: INFO)")
     return parser.parse_args()

@@ -18,6 +18,7 @@ import azure.functions as func
 
 HTTP_TRIGGER = "httpTrigger"
 BLOB_TRIGGER = "blobTrigger"
+EVENT_GRID_TRIGGER = "eventGridTrigger"
 ORCHESTRATION_TRIGGER = "orchestrationTrigger"
 ACTIVITY_TRIGGER = "activityTrigger"
 ENTITY_TRIGGER = "entityTrigger"

@@ -1,4 +1,4 @@
-"""The offline host: HTTP functions, blob triggers and Durable orchestrations of function_app.py."""
+"""The offline host: HTTP functions, blob and Event Grid triggers, Durable orchestrations."""
 
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ from azure.durable_functions.models.utils.http_utils import (
     _close_session as close_durable_client_session,  # the SDK keeps one aiohttp session
 )
 
+from . import cors
 from .blob_triggers import BlobTriggerWatcher
 from .durable.engine import DurableEngine
 from .durable.http_api import client_binding, durable_routes
 from .durable.store import DurableStore
+from .event_grid import EventGridWatcher
 from .functions import Invoker, load_function_app
 from .http_functions import http_routes, make_handler
-from .settings import HostOptions, load_local_settings
+from .settings import HostOptions, load_local_settings, local_host_settings
 
 log = logging.getLogger("devhost")
 
@@ -41,7 +43,7 @@ class DevHost:
         self._blob_poll_interval = blob_poll_interval
         self._runner: web.AppRunner | None = None
         self._engine: DurableEngine | None = None
-        self._watcher_task: asyncio.Task[None] | None = None
+        self._watcher_tasks: list[asyncio.Task[None]] = []
         self._store: DurableStore | None = None
 
     async def start(self) -> None:
@@ -67,8 +69,18 @@ class DevHost:
             client_binding=binding,
             interval=self._blob_poll_interval,
         )
+        event_grid = EventGridWatcher(
+            index=index,
+            store=self._store,
+            invoker=invoker,
+            client_binding=binding,
+            interval=self._blob_poll_interval,
+        )
         routes = http_routes(index)
+        cors_policy = cors.CorsPolicy.from_host_settings(local_host_settings(self._script_root))
         app = web.Application(client_max_size=options.request_body_limit)
+        if cors_policy is not None:
+            cors.install(app, cors_policy)
         app.router.add_routes(durable_routes(self._engine))
         app.router.add_get("/admin/host/status", _host_status)
         app.router.add_route(
@@ -86,15 +98,25 @@ class DevHost:
                 f"http://{self._host}:{self._port}/{options.route_prefix}/{route.template}"
                 f"  (authLevel {route.auth_level}; keys are not checked locally)"
             )
-        for line in watcher.describe():
+        for line in [*watcher.describe(), *event_grid.describe()]:
             print(f"    {line}")
         for kind in ("orchestrationTrigger", "activityTrigger"):
             for info in index.of_trigger(kind):
                 print(f"    {info.name}: {kind}")
+        if cors_policy is not None:
+            print(f"\n    {cors_policy.describe()}")
+        playground = next((r for r in routes if r.template.startswith("playground")), None)
+        if playground is not None:
+            print(
+                f"\nPlayground: http://{self._host}:{self._port}/{options.route_prefix}/playground/"
+            )
         print(flush=True)
 
         self._engine.recover()
-        self._watcher_task = asyncio.create_task(watcher.run())
+        self._watcher_tasks = [
+            asyncio.create_task(watcher.run()),
+            asyncio.create_task(event_grid.run()),
+        ]
         log.info(
             "Host started on http://%s:%d (task hub %s, state in %s)",
             self._host,
@@ -104,8 +126,8 @@ class DevHost:
         )
 
     async def stop(self) -> None:
-        if self._watcher_task:
-            self._watcher_task.cancel()
+        for task in self._watcher_tasks:
+            task.cancel()
         if self._runner:
             await self._runner.cleanup()
         if self._engine:

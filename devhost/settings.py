@@ -26,6 +26,15 @@ def load_local_settings(script_root: Path) -> dict[str, str]:
     return applied
 
 
+def local_host_settings(script_root: Path) -> dict[str, Any]:
+    """The "Host" section of local.settings.json (LocalHttpPort, CORS, CORSCredentials)."""
+    path = script_root / "local.settings.json"
+    if not path.exists():
+        return {}
+    section = json.loads(path.read_text(encoding="utf-8")).get("Host") or {}
+    return dict(section) if isinstance(section, dict) else {}
+
+
 def resolve_setting_references(text: str) -> str:
     """Replace `%NAME%` with the app setting NAME, as binding expressions do."""
 

@@ -1,6 +1,6 @@
 """What the image route may serve: one image that an index cites, through a link this app signed.
 
-Every rule is checked before storage is touched: a served container, a blob path that obeys
+Every rule is checked before storage is touched: a data source's container, a blob path that obeys
 the manifest's path rules (no '..', '.', backslashes, control characters: HTTP clients would
 normalise them into another blob), a valid unexpired signature, and a document of the
 container's index that references exactly this image. The type is found from the bytes.
@@ -8,12 +8,12 @@ container's index that references exactly this image. The type is found from the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from imagerag import images, manifest
 from imagerag.image_links import ImageLinks
-from imagerag.naming import document_id, index_name_for
+from imagerag.naming import document_id
 from imagerag.ports import (
     BlobNotFoundError,
     BlobStore,
@@ -36,19 +36,21 @@ def read_cited_image(
     expires: str,
     signature: str,
     links: ImageLinks,
-    served: Collection[str],
+    index_of: Callable[[str], str | None],
     store: BlobStore,
     index: Callable[[str], ImageIndex],
 ) -> CitedImage | None:
     """The image, or None when any rule refuses it (the caller answers 404 either way, so a
-    probe learns nothing about what exists)."""
-    if container not in served or manifest.blob_path_problem(path) is not None:
+    probe learns nothing about what exists). ``index_of``: the index of a data source's
+    container, None for containers of no data source."""
+    index_name = index_of(container)
+    if index_name is None or manifest.blob_path_problem(path) is not None:
         return None
     if not links.verify(container, path, expires, signature):
         return None
     doc_id = document_id(container, path)
     try:
-        if doc_id not in index(index_name_for(container)).get_states([doc_id]):
+        if doc_id not in index(index_name).get_states([doc_id]):
             return None
         properties = store.properties(container, path)
         if properties is None or not 0 < properties.size < images.MAX_BYTES:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
     from imagerag.chat.completion import ChatDependencies
+    from imagerag.datasources import DataSource, Registry
     from imagerag.image_links import ImageLinks
 
 STORAGE_SETTING = "AzureWebJobsStorage"
@@ -317,7 +319,7 @@ def chat_dependencies(settings: Settings, *, image_route: str) -> ChatDependenci
     reaches it (ends with '/'); citation links point there when storage does not sign URLs."""
     from imagerag.chat.completion import ChatDependencies, citation_url
     from imagerag.chat.prompt_image import ImageUrlPolicy
-    from imagerag.ports import SearchHit
+    from imagerag.ports import FieldMapping, SearchHit
 
     store = blob_store(settings)
     containers = served_containers(settings)
@@ -326,6 +328,11 @@ def chat_dependencies(settings: Settings, *, image_route: str) -> ChatDependenci
     def url_of(hit: SearchHit) -> str | None:
         return citation_url(hit, store, image_route=image_route, containers=containers, links=links)
 
+    def mapping_for(index: str) -> FieldMapping | None:
+        # A registered search_index source's field mapping, when the request names none.
+        found = next((s for s in data_sources(settings) if s.index == index), None)
+        return found.mapping() if found is not None and found.kind == "search_index" else None
+
     return ChatDependencies(
         vectorizer=lambda: vectorizer(settings),
         index=lambda name: image_index(settings, name),
@@ -333,6 +340,7 @@ def chat_dependencies(settings: Settings, *, image_route: str) -> ChatDependenci
         blobs=store,
         image_policy=ImageUrlPolicy(allowlist=settings.chat_image_url_allowlist),
         citation_url=url_of,
+        mapping_for=mapping_for,
     )
 
 
@@ -345,9 +353,41 @@ def image_links(settings: Settings) -> ImageLinks:
     return ImageLinks(key)
 
 
+def registry(settings: Settings) -> Registry:
+    """The data sources registered with this app (read from storage on every call)."""
+    from imagerag.datasources import Registry
+
+    return Registry(blob_store(settings), settings.work_container, settings.images_container)
+
+
+def data_sources(settings: Settings) -> list[DataSource]:
+    """Every data source, read again at most every SOURCES_TTL_S: chat and the image route
+    ask on every request, and sources change rarely (a registration in this process is seen
+    at once, see forget_data_sources)."""
+    now = time.monotonic()
+    cached = _sources.get(settings)
+    if cached is None or now - cached[0] > SOURCES_TTL_S:
+        cached = (now, registry(settings).all())
+        _sources[settings] = cached
+    return cached[1]
+
+
+def forget_data_sources() -> None:
+    _sources.clear()
+
+
 def served_containers(settings: Settings) -> frozenset[str]:
-    """Containers this app ingests metadata files from and serves cited images of."""
-    return frozenset({settings.images_container})
+    """Containers whose metadata files this app ingests and whose cited images it serves."""
+    return frozenset(s.container for s in data_sources(settings) if s.container is not None)
+
+
+def index_of_container(settings: Settings, container: str) -> str | None:
+    source = next((s for s in data_sources(settings) if s.container == container), None)
+    return None if source is None else source.index
+
+
+SOURCES_TTL_S = 5.0
+_sources: dict[Settings, tuple[float, list[DataSource]]] = {}
 
 
 def _azure_credential(settings: Settings) -> TokenCredential:

@@ -60,20 +60,37 @@ class Manifest:
     problems: tuple[EntryProblem, ...]
 
 
+NAME_RULE = (
+    "a metadata file sits at the top of its container (no folder), its name starts with "
+    "lowercase 'metadata' and ends with lowercase '.json'"
+)
+
+
 def is_metadata_name(blob_path: str) -> bool:
-    """The name rule: the file name (last path segment) starts with lowercase ``metadata``
-    and ends with ``.json``."""
+    """The name rule: a top-level blob whose name starts with lowercase ``metadata`` and ends
+    with ``.json``."""
+    return "/" not in blob_path and blob_path.startswith("metadata") and blob_path.endswith(".json")
+
+
+def near_miss_rule(blob_path: str) -> str | None:
+    """For a name that looks meant as a metadata file but breaks the name rule (case, a
+    folder, ``.JSON``, ``meta-data``), what to change; None for every other name."""
+    if is_metadata_name(blob_path):
+        return None
     name = posixpath.basename(blob_path)
-    return name.startswith("metadata") and name.endswith(".json")
+    squashed = name.lower().replace("-", "").replace("_", "").replace(" ", "")
+    if not (squashed.startswith("metadata") and ".json" in name.lower()):
+        return None
+    if "/" in blob_path:
+        return f"{NAME_RULE}: move it out of the folder {posixpath.dirname(blob_path)!r}"
+    if not name.startswith("metadata"):
+        return f"{NAME_RULE}: rename it so that it starts with 'metadata'"
+    return f"{NAME_RULE}: rename it so that it ends with '.json'"
 
 
 def check_metadata_name(blob_path: str) -> None:
     if not is_metadata_name(blob_path):
-        raise ManifestError(
-            "name",
-            f"{blob_path!r} is not a metadata file: the file name must start with lowercase "
-            "'metadata' and end with '.json'",
-        )
+        raise ManifestError("name", f"{blob_path!r} is not a metadata file: {NAME_RULE}")
 
 
 def parse_manifest(data: bytes, *, blob_path: str | None = None) -> Manifest:

@@ -10,9 +10,12 @@ import hashlib
 import re
 
 INSTANCE_ID_PREFIX = "ingest-"
-INSTANCE_ID_PATTERN = r"^ingest-[0-9a-f]{16}-[0-9a-f]{16}$"
+# A run: "ingest-<16 hex of the container>-<run number, 8 digits>".
+INSTANCE_ID_PATTERN = r"^ingest-[0-9a-f]{16}-[0-9]{8}$"
 _INSTANCE_ID = re.compile(INSTANCE_ID_PATTERN)
-_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+# A notice about a file the app saw but does not ingest: "notice-<16 hex>-<16 hex>".
+NOTICE_ID_PATTERN = r"^notice-[0-9a-f]{16}-[0-9a-f]{16}$"
+_NOTICE_ID = re.compile(NOTICE_ID_PATTERN)
 
 
 def index_name_for(container: str) -> str:
@@ -30,26 +33,32 @@ def document_id(container: str, image_blob_path: str) -> str:
     return hashlib.sha256(f"{container}/{image_blob_path}".encode()).hexdigest()
 
 
-def ingestion_instance_id(container: str, blob_path: str, content_sha256: str) -> str:
-    """Durable instance id of the ingestion of one version (by content) of a metadata file.
-
-    ``ingest-<16 hex of the file's location>-<16 hex of its content>``: every ingestion of one
-    file shares the prefix (see ``ingestion_id_prefix``), and there is no ``/ \\ # ?``
-    (forbidden in instance ids).
-    """
-    if not _SHA256_HEX.match(content_sha256):
-        raise ValueError("content_sha256 must be 64 lowercase hex characters")
-    return ingestion_id_prefix(container, blob_path) + content_sha256[:16]
+def container_key(container: str) -> str:
+    """16 hex characters naming a container in instance ids (no '/', '#', '?', '\\')."""
+    return hashlib.sha256(container.encode()).hexdigest()[:16]
 
 
-def ingestion_id_prefix(container: str, blob_path: str) -> str:
-    """The instance-id prefix shared by all ingestions of one metadata file."""
-    location = hashlib.sha256(f"{container}/{blob_path}".encode()).hexdigest()
-    return f"{INSTANCE_ID_PREFIX}{location[:16]}-"
+def run_id(container: str, number: int) -> str:
+    """Instance id (and record name) of run ``number`` of a container's index."""
+    return f"{INSTANCE_ID_PREFIX}{container_key(container)}-{number:08d}"
+
+
+def sync_instance_id(container: str) -> str:
+    """The one sync orchestration of a container (it runs the container's runs in turn)."""
+    return f"sync-{container_key(container)}"
+
+
+def notice_id(container: str, blob_path: str) -> str:
+    location = hashlib.sha256(f"{container}/{blob_path}".encode()).hexdigest()[:16]
+    return f"notice-{container_key(container)}-{location}"
 
 
 def is_ingestion_instance_id(value: str) -> bool:
     return bool(_INSTANCE_ID.match(value))
+
+
+def is_notice_id(value: str) -> bool:
+    return bool(_NOTICE_ID.match(value))
 
 
 def partition_instance_id(parent_instance_id: str, partition: int) -> str:

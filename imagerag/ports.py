@@ -41,6 +41,16 @@ class BlobProperties:
     content_type: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    """One blob of a listing."""
+
+    name: str
+    size: int
+    etag: str
+    metadata: dict[str, str]
+
+
 class BlobStore(Protocol):
     """Blob access as the domain needs it.
 
@@ -52,8 +62,35 @@ class BlobStore(Protocol):
         """Whole content; BlobNotFoundError if missing, BlobChangedError if etag is stale."""
         ...
 
-    def write(self, container: str, path: str, data: bytes, *, content_type: str) -> str:
-        """Create or overwrite; returns the new ETag."""
+    def write(
+        self,
+        container: str,
+        path: str,
+        data: bytes,
+        *,
+        content_type: str,
+        if_match: str | None = None,
+        create_only: bool = False,
+        metadata: dict[str, str] | None = None,
+    ) -> str:
+        """Create or overwrite; returns the new ETag. ``if_match``: only while the blob still
+        has this ETag; ``create_only``: only if it does not exist. Either precondition failing
+        raises BlobChangedError (what optimistic concurrency retries on)."""
+        ...
+
+    def read_versioned(self, container: str, path: str) -> tuple[bytes, str] | None:
+        """(content, ETag) read in one request, or None when the blob is missing."""
+        ...
+
+    def delete(self, container: str, path: str) -> None:
+        """Delete the blob; a missing blob is not an error."""
+        ...
+
+    def list_blobs(
+        self, container: str, *, prefix: str = "", top_level: bool = False
+    ) -> list[BlobInfo]:
+        """Blobs whose names start with ``prefix`` (with their metadata), by name; only those
+        outside any folder when ``top_level``. A missing container lists nothing."""
         ...
 
     def properties(self, container: str, path: str) -> BlobProperties | None:
@@ -66,6 +103,12 @@ class BlobStore(Protocol):
 
     def ensure_container(self, container: str) -> None:
         """Create the container if it does not exist yet."""
+        ...
+
+    def container_exists(self, container: str) -> bool: ...
+
+    def delete_container(self, container: str) -> None:
+        """Delete the container and every blob in it; a missing one is not an error."""
         ...
 
     def locate(self, url: str) -> tuple[str, str] | None:
@@ -121,12 +164,16 @@ class Vectorizer(Protocol):
     @property
     def model(self) -> ModelInfo: ...
 
-    def vectorize_image(self, data: bytes) -> list[float]:
-        """One image (already validated: a supported type within the size limits)."""
+    def vectorize_image(self, data: bytes, *, interactive: bool = False) -> list[float]:
+        """One image (already validated: a supported type within the size limits).
+
+        ``interactive``: someone is waiting for this one (a chat query): it is served before
+        bulk (ingestion) work queued in the same process, not behind it."""
         ...
 
-    def vectorize_text(self, text: str) -> list[float]:
-        """VectorizerInputError when ``model.supports_text`` is false."""
+    def vectorize_text(self, text: str, *, interactive: bool = False) -> list[float]:
+        """VectorizerInputError when ``model.supports_text`` is false. ``interactive`` as for
+        images."""
         ...
 
 
@@ -256,6 +303,11 @@ class ImageIndex(Protocol):
         """Ids of every document whose ``source`` is this metadata file."""
         ...
 
+    def all_states(self) -> list[DocumentState]:
+        """The state of every document, by id (reconciling compares the whole index with what
+        the metadata files list). An index that does not exist yet has none."""
+        ...
+
     def delete(self, ids: list[str]) -> None:
         """Delete by id; ids that do not exist are ignored."""
         ...
@@ -285,6 +337,24 @@ class ImageIndex(Protocol):
     def optimize(self) -> None:
         """Compact after a bulk change (no-op where the service does it itself)."""
         ...
+
+    def fields(self) -> dict[str, IndexField] | None:
+        """The index's fields by name (an index made elsewhere is checked against a field
+        mapping with them), or None when the index does not exist."""
+        ...
+
+    def drop(self) -> None:
+        """Delete the whole index; a missing index is not an error."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class IndexField:
+    """What a field of an existing index can be used for."""
+
+    kind: str  # "text" (strings), "vector" (float collections), "other"
+    dimensions: int | None = None  # vector fields
+    searchable: bool = False  # full-text
 
 
 # --------------------------------------------------------------------------- answerer

@@ -294,12 +294,13 @@ def retrieve(
         )
 
     if image is not None:
-        lists.append(RankedList("image", search_vector(vectorizer.vectorize_image(image))))
+        image_vector = vectorizer.vectorize_image(image, interactive=True)
+        lists.append(RankedList("image", search_vector(image_vector)))
         queries["image"] = "<image>"
     wants_text = bool(text.strip())
     if wants_text and model.supports_text and options.query_type != "simple":
         try:
-            vector: list[float] | None = vectorizer.vectorize_text(text)
+            vector: list[float] | None = vectorizer.vectorize_text(text, interactive=True)
         except VectorizerInputError:
             # e.g. Vision embeds 1..70 words: a longer question is still searched as text.
             logger.info("text not vectorized (refused by the model); full-text only")

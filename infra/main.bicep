@@ -152,10 +152,13 @@ param maximumInstanceCount int = 100
 @allowed([512, 2048, 4096])
 param instanceMemoryMB int = 2048
 
-@description('Origins allowed to call the HTTP API from a browser (the playground when hosted elsewhere).')
-param corsAllowedOrigins array = ['https://portal.azure.com']
+@description('Origins allowed to call the HTTP API from a browser, comma-separated (azd: IMAGERAG_CORS_ORIGINS). The playground the app serves at /api/playground/ is same-origin and needs none; list the origin of a copy of web/ hosted elsewhere. The portal is kept for its Test/Run pane.')
+param corsAllowedOrigins string = 'https://portal.azure.com'
 
-@description('Create the Event Grid subscription for the blob trigger. Its webhook is validated on creation, so the code must be deployed first: true only on a second run (azd: the postdeploy hook, infra/hooks/).')
+// 'https://a.example, https://b.example' -> ['https://a.example', 'https://b.example']; '' -> []
+var corsOrigins = empty(trim(corsAllowedOrigins)) ? [] : split(replace(corsAllowedOrigins, ' ', ''), ',')
+
+@description('Create the Event Grid subscriptions (blob trigger, metadata_events). Their webhooks are validated on creation, so the code must be deployed first: true only on a second run (azd: the postdeploy hook, infra/hooks/).')
 param eventSubscriptionEnabled bool = false
 
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
@@ -265,7 +268,7 @@ module api 'app/api.bicep' = {
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
-    corsAllowedOrigins: corsAllowedOrigins
+    corsAllowedOrigins: corsOrigins
     // The settings imagerag/config.py reads; the host's own settings are added in api.bicep.
     appSettings: {
       AzureWebJobsStorage__blobServiceUri: storage.outputs.blobEndpoint

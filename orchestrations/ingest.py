@@ -1,47 +1,55 @@
-"""Ingestion orchestrators: one metadata file -> partitions -> one activity per image.
+"""Ingestion orchestrators: a container's runs, one after the other; each run brings the index
+to what the metadata files present list, one activity per image.
 
 Pure and replay-safe: only yields of Durable tasks, no I/O, clock, random or env reads.
-History stays bounded for any file size: the parent holds one sub-orchestration per
-partition, each partition holds at most INGEST_PARTITION_SIZE activities. Every payload is a
-type of imagerag.ingestion.contract.
+History stays bounded: the sync orchestration holds a few tasks per run and starts afresh
+(continue_as_new) every RUNS_PER_HISTORY runs; a run holds one sub-orchestration per
+partition; a partition holds at most INGEST_PARTITION_SIZE activities. Every payload is a type
+of imagerag.ingestion.contract.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import Any, TypedDict
+from typing import Any
 
 import azure.durable_functions as df
 
 from imagerag.ingestion.contract import (
+    BEGIN_RUN,
+    DELETE_STALE,
+    END_RUN,
     ENSURE_INDEX,
     INGEST_IMAGE,
-    PLAN_INGESTION,
-    STATUSES,
-    SYNC_DELETIONS,
+    PLAN_RUN,
     WRITE_PARTITION_REPORT,
     WRITE_REPORT,
-    BlobRef,
     Counts,
+    EndRun,
     EntryResult,
     IndexReady,
     IndexRefused,
-    IngestRejected,
-    IngestRequest,
-    IngestResult,
     PartitionRequest,
     Plan,
     PlanRejected,
     Problem,
     ReportResult,
-    SyncResult,
+    RunRef,
+    RunRequest,
+    RunResult,
+    StaleResult,
+    SyncRef,
+    SyncRequest,
     Target,
+    WorkRef,
     partition_counts,
 )
 from imagerag.naming import partition_instance_id
 
-INGEST_ORCHESTRATOR = "ingest_metadata"
+SYNC_ORCHESTRATOR = "sync_container"
+INGEST_ORCHESTRATOR = "ingest_run"
 INGEST_PARTITION = "ingest_partition"
+RUNS_PER_HISTORY = 20
 
 # Fixed interval only in SDK 1.x; throttling backoff lives in the adapters' HTTP clients.
 IMAGE_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=1000, max_number_of_attempts=3)
@@ -49,128 +57,80 @@ IMAGE_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=1000, max_num
 bp = df.Blueprint()
 
 
-class Progress(TypedDict):
-    """The custom status while partitions run: what a person watching the ingestion sees."""
-
-    phase: str
-    total: int
-    done: int
-    failed: int
-    partitions: int
-    partitionsDone: int
-    byStatus: dict[str, int]
+@bp.function_name(SYNC_ORCHESTRATOR)
+@bp.orchestration_trigger(context_name="context")
+def sync_container(context: df.DurableOrchestrationContext) -> Generator[Any, Any, int]:
+    """Run the container's runs until no request is left (see sync_state.py); returns how
+    many runs this history ran."""
+    request: SyncRequest = context.get_input()
+    ref: SyncRef = {"container": request["container"], "epoch": request["epoch"]}
+    for done in range(1, RUNS_PER_HISTORY + 1):
+        run: RunRef = yield BEGIN_RUN.call(context, ref)
+        yield context.call_sub_orchestrator(
+            INGEST_ORCHESTRATOR,
+            {"container": request["container"], "index": request["index"], "run": run},
+            instance_id=run["id"],
+        )
+        ended: EndRun = yield END_RUN.call(context, ref)
+        if not ended["again"]:
+            return done
+    context.continue_as_new(request)  # more requests: a fresh history for the next runs
+    return RUNS_PER_HISTORY
 
 
 @bp.function_name(INGEST_ORCHESTRATOR)
 @bp.orchestration_trigger(context_name="context")
-def ingest_metadata(
-    context: df.DurableOrchestrationContext,
-) -> Generator[Any, Any, IngestResult | IngestRejected]:
-    """Plan the file, ensure the index, run the partitions, sync deletions, write the report."""
-    request: IngestRequest = context.get_input()
-    metadata, sha256 = request["metadata"], request["sha256"]
+def ingest_run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, RunResult]:
+    """Plan from every metadata file present, ensure the index, process the images partition
+    by partition, delete what no file lists, write the report."""
+    request: RunRequest = context.get_input()
+    container, index, run = request["container"], request["index"], request["run"]
+    target: Target = {"container": container, "index": index, "changes": run["changes"]}
 
-    plan: Plan | PlanRejected = yield PLAN_INGESTION.call(
-        context, {"metadata": metadata, "sha256": sha256, "instance_id": context.instance_id}
+    plan: Plan | PlanRejected = yield PLAN_RUN.call(
+        context, {"container": container, "index": index, "run": run}
     )
     if "error" in plan:
-        return _rejected(context, metadata, plan["error"], plan["report"])
-
-    index, work = plan["index"], plan["work"]
+        return (yield from _refused(context, request, plan["work"], plan["error"]))
+    work = plan["work"]
     ensured: IndexReady | IndexRefused = yield ENSURE_INDEX.call(context, {"index": index})
     if "error" in ensured:
-        refused: ReportResult = yield WRITE_REPORT.call(
-            context,
-            {
-                "work": work,
-                "metadata": metadata,
-                "sha256": sha256,
-                "partitions": 0,
-                "index": index,
-                "deleted": 0,
-                "error": ensured["error"],
-            },
-        )
-        return _rejected(context, metadata, ensured["error"], refused["report"])
+        return (yield from _refused(context, request, work, ensured["error"]))
 
-    sizes = partition_counts(plan["entries"], plan["partition_size"])
-    target: Target = {"index": index, "source": metadata, "etag": plan["metadata_etag"]}
-    pending = [
-        _partition(context, {"work": work, "partition": i, "entries": size, "target": target})
+    sizes = partition_counts(plan["items"], plan["partition_size"])
+    partitions = [
+        context.call_sub_orchestrator(
+            INGEST_PARTITION,
+            {"work": work, "partition": i, "entries": size, "target": target},
+            instance_id=partition_instance_id(run["id"], i),
+        )
         for i, size in enumerate(sizes)
     ]
-    totals: dict[str, int] = dict.fromkeys(STATUSES, 0)
-    _progress(context, plan["entries"], totals, 0, len(sizes))
-    # task_any in a loop, not one task_all: progress is published as each partition finishes.
-    # The parent holds one task per partition (<= 100), so the replays stay cheap.
-    while pending:
-        finished = yield context.task_any(pending)
-        pending.remove(finished)
-        counts: Counts = finished.result
-        for status in STATUSES:
-            totals[status] += counts[status]
-        _progress(context, plan["entries"], totals, len(sizes) - len(pending), len(sizes))
-
-    sync: SyncResult = yield SYNC_DELETIONS.call(
-        context,
-        {
-            "work": work,
-            "partitions": len(sizes),
-            "metadata": metadata,
-            "sha256": sha256,
-            "index": index,
-        },
-    )
+    # One task_all (re-yielding hundreds of finished tasks one by one hits RecursionError in
+    # SDK 1.7). Progress goes to the run's record as partitions report, not through here.
+    if partitions:
+        yield context.task_all(partitions)
+    stale: StaleResult = yield DELETE_STALE.call(context, {"work": work, "target": target})
     report: ReportResult = yield WRITE_REPORT.call(
         context,
         {
             "work": work,
-            "metadata": metadata,
-            "sha256": sha256,
-            "partitions": len(sizes),
+            "container": container,
             "index": index,
-            "deleted": sync["deleted"],
+            "run": run,
+            "partitions": len(sizes),
+            "deleted": stale["deleted"],
+            "superseded": stale["superseded"],
         },
     )
-    final = report["counts"]
-    context.set_custom_status(
-        {
-            "phase": "completed",
-            "total": plan["entries"],
-            "done": plan["entries"],
-            "failed": final["skipped"] + final["failed"],
-            "deleted": sync["deleted"],
-            "partitions": len(sizes),
-            "byStatus": {status: final[status] for status in STATUSES},
-        }
-    )
-    return {
-        "metadata": metadata,
-        "index": index,
-        "entries": plan["entries"],
-        "indexed": final["indexed"],
-        "updated": final["updated"],
-        "unchanged": final["unchanged"],
-        "skipped": final["skipped"],
-        "failed": final["failed"],
-        "deleted": sync["deleted"],
-        "report": report["report"],
-    }
-
-
-def _partition(context: df.DurableOrchestrationContext, request: PartitionRequest) -> Any:
-    return context.call_sub_orchestrator(
-        INGEST_PARTITION,
-        request,
-        instance_id=partition_instance_id(context.instance_id, request["partition"]),
-    )
+    return _result(request, report)
 
 
 @bp.function_name(INGEST_PARTITION)
 @bp.orchestration_trigger(context_name="context")
 def ingest_partition(context: df.DurableOrchestrationContext) -> Generator[Any, Any, Counts]:
-    """One activity per entry of the partition; per-image results go to a report blob, the
-    parent sees counts only."""
+    """One activity per work item of the partition; per-image results go to a report blob,
+    the parent sees counts only."""
     request: PartitionRequest = context.get_input()
     work, partition = request["work"], request["partition"]
     tasks = [
@@ -181,8 +141,6 @@ def ingest_partition(context: df.DurableOrchestrationContext) -> Generator[Any, 
         )
         for slot in range(request["entries"])
     ]
-    # One task_all, results taken from the returned list (re-yielding thousands of finished
-    # tasks one by one hits RecursionError in SDK 1.7).
     results: list[EntryResult] = (yield context.task_all(tasks)) if tasks else []
     counts: Counts = yield WRITE_PARTITION_REPORT.call(
         context, {"work": work, "partition": partition, "results": results}
@@ -190,28 +148,43 @@ def ingest_partition(context: df.DurableOrchestrationContext) -> Generator[Any, 
     return counts
 
 
-def _progress(
-    context: df.DurableOrchestrationContext,
-    total: int,
-    totals: dict[str, int],
-    partitions_done: int,
-    partitions: int,
-) -> None:
-    progress: Progress = {
-        "phase": "ingesting",
-        "total": total,
-        "done": sum(totals.values()),
-        "failed": totals["skipped"] + totals["failed"],
-        "partitions": partitions,
-        "partitionsDone": partitions_done,
-        "byStatus": totals,
+def _refused(
+    context: df.DurableOrchestrationContext, request: RunRequest, work: WorkRef, error: Problem
+) -> Generator[Any, Any, RunResult]:
+    """A run that ingests nothing (an index of another model, a container the app does not
+    ingest) still ends with a report saying why."""
+    report: ReportResult = yield WRITE_REPORT.call(
+        context,
+        {
+            "work": work,
+            "container": request["container"],
+            "index": request["index"],
+            "run": request["run"],
+            "partitions": 0,
+            "deleted": 0,
+            "superseded": False,
+            "error": error,
+        },
+    )
+    result = _result(request, report)
+    result["error"] = error
+    return result
+
+
+def _result(request: RunRequest, report: ReportResult) -> RunResult:
+    counts = report["counts"]
+    result: RunResult = {
+        "run": request["run"]["id"],
+        "container": request["container"],
+        "index": request["index"],
+        "phase": report["phase"],
+        "entries": counts["entries"],
+        "indexed": counts["indexed"],
+        "updated": counts["updated"],
+        "unchanged": counts["unchanged"],
+        "skipped": counts["skipped"],
+        "failed": counts["failed"],
+        "deleted": report["deleted"],
+        "report": report["report"],
     }
-    context.set_custom_status(progress)
-
-
-def _rejected(
-    context: df.DurableOrchestrationContext, metadata: BlobRef, error: Problem, report: BlobRef
-) -> IngestRejected:
-    # A bad file is the user's to fix: report it as the result, do not fail the instance.
-    context.set_custom_status({"phase": "rejected", "error": error, "report": report})
-    return {"metadata": metadata, "error": error, "report": report}
+    return result

@@ -9,6 +9,8 @@ source scripts/setup.sh
 
 ensure_venv
 ensure_node_modules
+ensure_chromium      # the playground's browser tests (tests/test_playground_browser.py)
+ensure_demo_photos   # the demo data source's photos (tests/test_playground_demo.py)
 
 # Lint and types first: cheap, and a failure there is cheaper to read than a test failure.
 log "ruff + mypy"

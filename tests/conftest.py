@@ -280,6 +280,10 @@ def _devhosts(azurite: Azurite, base: Path) -> Iterator[DevhostFactory]:
                 child_env.pop(key, None)
             else:
                 child_env[key] = str(value)
+        # The emulated Event Grid subscription covers the test's own container (the session's
+        # Azurite holds every test's containers; scanning them all would cost each host).
+        if "IMAGES_CONTAINER" in child_env:
+            child_env.setdefault("DEVHOST_EVENT_GRID_CONTAINERS", child_env["IMAGES_CONTAINER"])
 
         with log_path.open("ab") as log:
             process = subprocess.Popen(

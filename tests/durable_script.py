@@ -48,6 +48,7 @@ class ScriptedContext:
     instance_id: str
     calls: list[Call] = field(default_factory=list)
     statuses: list[Any] = field(default_factory=list)
+    continued_with: Any = None
 
     def get_input(self) -> Any:
         return copy.deepcopy(self.input)
@@ -71,6 +72,9 @@ class ScriptedContext:
 
     def set_custom_status(self, status: Any) -> None:
         self.statuses.append(_json(status))
+
+    def continue_as_new(self, input_: Any) -> None:
+        self.continued_with = _json(input_)
 
     def _schedule(self, call: Call) -> Call:
         self.calls.append(call)

@@ -1,12 +1,14 @@
-"""The api/ handlers called in-process, as the worker calls them: ``func.HttpRequest`` or a blob
-``InputStream`` in, a stand-in Durable client that keeps instances in a dict (no host, no
-storage). The same rules are driven end to end through devhost in test_ingestion_e2e.py."""
+"""The api/ handlers called in-process, as the worker calls them: a blob ``InputStream``, an
+``EventGridEvent`` or a ``func.HttpRequest`` in, a stand-in Durable client that keeps
+instances in a dict, and the session's Azurite for the app's own state blobs (no devhost).
+The same rules are driven end to end through devhost in test_ingestion_e2e.py."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import json
+import uuid
 from typing import Any
 
 import azure.functions as func
@@ -15,10 +17,12 @@ from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrc
 from azure.functions.blob import InputStream
 
 from api import ingestion as api
-from imagerag import naming
-from orchestrations.ingest import INGEST_ORCHESTRATOR, INGEST_PARTITION
+from imagerag import config, naming
+from imagerag.ingestion import runs, sync_state
+from orchestrations.ingest import SYNC_ORCHESTRATOR
 
 CREATED = "2026-12-01T10:00:00Z"
+FILE = b'[{"image_blob_path": "a.jpg", "description": "a"}]'
 
 
 class FakeDurableClient:
@@ -27,44 +31,42 @@ class FakeDurableClient:
     def __init__(self) -> None:
         self.instances: dict[str, dict[str, Any]] = {}
         self.started: list[tuple[str, str, Any]] = []
-        self.terminated: list[str] = []
-        self.refuse_start = False
+        self.on_status: list[str] = []  # statuses to report next (a completing instance)
 
     def add(self, instance_id: str, name: str, status: str, **fields: Any) -> None:
         self.instances[instance_id] = {
             "name": name,
             "instanceId": instance_id,
-            "createdTime": fields.pop("createdTime", CREATED),
+            "createdTime": CREATED,
             "lastUpdatedTime": CREATED,
             "runtimeStatus": status,
             **fields,
         }
 
-    def _status(self, record: dict[str, Any]) -> DurableOrchestrationStatus:
-        return DurableOrchestrationStatus(**record)
-
     async def get_status(self, instance_id: str, **_: Any) -> DurableOrchestrationStatus:
         record = self.instances.get(instance_id)
-        return self._status(record) if record else DurableOrchestrationStatus()
-
-    async def get_status_by(self, instance_id_prefix: str, **_: Any) -> list[Any]:
-        return [
-            self._status(r) for i, r in self.instances.items() if i.startswith(instance_id_prefix)
-        ]
-
-    async def get_status_all(self) -> list[Any]:
-        return [self._status(r) for r in self.instances.values()]
+        if record is not None and self.on_status:
+            record["runtimeStatus"] = self.on_status.pop(0)
+        return DurableOrchestrationStatus(**record) if record else DurableOrchestrationStatus()
 
     async def start_new(self, name: str, instance_id: str, client_input: Any) -> str:
-        if self.refuse_start:
+        existing = self.instances.get(instance_id)
+        if existing and existing["runtimeStatus"] in ("Pending", "Running"):
             raise RuntimeError("an instance with this id is already running")
         self.started.append((name, instance_id, json.loads(json.dumps(client_input))))
-        self.add(instance_id, name, "Pending", input=client_input)
+        self.add(instance_id, name, "Running", input=client_input)
         return instance_id
 
-    async def terminate(self, instance_id: str, reason: str) -> None:
-        self.terminated.append(instance_id)
-        self.instances[instance_id]["runtimeStatus"] = "Terminated"
+
+@pytest.fixture
+def app_settings(azurite, monkeypatch) -> config.Settings:
+    container = f"h{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
+    monkeypatch.setenv("IMAGES_CONTAINER", container)
+    monkeypatch.setenv("WORK_CONTAINER", f"{container}-work")
+    config.settings.cache_clear()
+    yield config.settings()
+    config.settings.cache_clear()
 
 
 def drop(client: FakeDurableClient, name: str, data: bytes) -> None:
@@ -72,118 +74,189 @@ def drop(client: FakeDurableClient, name: str, data: bytes) -> None:
     asyncio.run(trigger(InputStream(data=data, name=name), client))
 
 
-def call(handler: Any, client: FakeDurableClient, **route: str) -> tuple[int, Any]:
-    request = func.HttpRequest("GET", "http://app/api/ingestions", body=b"", route_params=route)
-    response = asyncio.run(handler.build().get_user_function().client_function(request, client))
-    return response.status_code, json.loads(response.get_body())
+def deliver(client: FakeDurableClient, event_type: str, container: str, blob: str) -> None:
+    event = func.EventGridEvent(
+        id=str(uuid.uuid4()),
+        data={"url": f"http://127.0.0.1/devstoreaccount1/{container}/{blob}"},
+        topic="/subscriptions/x/resourceGroups/y/providers/Microsoft.Storage/storageAccounts/z",
+        subject=f"/blobServices/default/containers/{container}/blobs/{blob}",
+        event_type=event_type,
+        event_time=None,
+        data_version="",
+    )
+    handler = api.metadata_events.build().get_user_function().client_function
+    asyncio.run(handler(event, client))
 
 
-def ingestion_id(data: bytes, path: str = "metadata.json") -> str:
-    return naming.ingestion_instance_id("images", path, hashlib.sha256(data).hexdigest())
+def state(settings: config.Settings) -> dict[str, Any]:
+    store = config.blob_store(settings)
+    return sync_state.read_state(store, settings.work_container, settings.images_container)
 
 
-FILE = b'[{"image_blob_path": "a.jpg", "description": "a"}]'
-EDITED = b'[{"image_blob_path": "b.jpg", "description": "b"}]'
+def sync_id(settings: config.Settings) -> str:
+    return naming.sync_instance_id(settings.images_container)
 
 
-# --------------------------------------------------------------------------- blob trigger
+# --------------------------------------------------------------------------- triggers
 
 
-def test_a_new_metadata_file_starts_its_ingestion() -> None:
+def test_a_metadata_file_starts_the_containers_sync(app_settings) -> None:
     client = FakeDurableClient()
-    drop(client, "images/metadata.json", FILE)
+    container = app_settings.images_container
+    drop(client, f"{container}/metadata.json", FILE)
     assert client.started == [
         (
-            INGEST_ORCHESTRATOR,
-            ingestion_id(FILE),
-            {
-                "metadata": {"container": "images", "path": "metadata.json"},
-                "sha256": hashlib.sha256(FILE).hexdigest(),
-            },
+            SYNC_ORCHESTRATOR,
+            sync_id(app_settings),
+            {"container": container, "index": f"{container}-v", "epoch": 1},
         )
     ]
+    found = state(app_settings)
+    assert (found["requested"], found["changes"], found["running"]) == (1, 1, True)
+    assert found["reasons"][-1]["metadata"] == f"{container}/metadata.json"
 
 
-@pytest.mark.parametrize("name", ["images/metadata-old/photo.json", "images/sub/other.json"])
-def test_names_that_are_not_metadata_files_start_nothing(name: str) -> None:
+def test_more_files_while_the_sync_runs_start_nothing_more(app_settings) -> None:
     client = FakeDurableClient()
-    drop(client, name, FILE)
-    assert client.started == []
+    container = app_settings.images_container
+    drop(client, f"{container}/metadata.json", FILE)
+    drop(client, f"{container}/metadata-2.json", FILE)
+    assert len(client.started) == 1
+    assert state(app_settings)["requested"] == 2
 
 
-@pytest.mark.parametrize("status", ["Running", "Pending", "Completed"])
-def test_the_same_content_again_starts_nothing(status: str) -> None:
+def test_a_sync_that_failed_is_started_again_by_the_next_request(app_settings) -> None:
     client = FakeDurableClient()
-    client.add(ingestion_id(FILE), INGEST_ORCHESTRATOR, status, output={"failed": 0})
-    drop(client, "images/metadata.json", FILE)
-    assert client.started == [] and client.terminated == []
+    container = app_settings.images_container
+    drop(client, f"{container}/metadata.json", FILE)
+    client.instances[sync_id(app_settings)]["runtimeStatus"] = "Failed"  # running flag left on
+    drop(client, f"{container}/metadata-2.json", FILE)
+    assert [instance for _, instance, _ in client.started] == [sync_id(app_settings)] * 2
+
+
+def test_the_caller_that_turns_the_sync_on_waits_for_the_last_one_to_complete(
+    app_settings,
+) -> None:
+    client = FakeDurableClient()
+    container = app_settings.images_container
+    drop(client, f"{container}/metadata.json", FILE)
+    store = config.blob_store(app_settings)
+    sync_state.begin_run(store, app_settings.work_container, container)
+    assert not sync_state.end_run(store, app_settings.work_container, container, epoch=1)
+    # The old orchestration has decided to end but still reports Running for two polls.
+    client.on_status = ["Running", "Running", "Completed"]
+    drop(client, f"{container}/metadata-2.json", FILE)
+    assert [payload["epoch"] for _, _, payload in client.started] == [1, 2]
+
+
+def test_an_identical_reupload_asks_for_a_run_without_a_content_change(app_settings) -> None:
+    client = FakeDurableClient()
+    container = app_settings.images_container
+    store = config.blob_store(app_settings)
+    drop(client, f"{container}/metadata.json", FILE)
+    sha256 = hashlib.sha256(FILE).hexdigest()
+    sync_state.record_planned_files(
+        store, app_settings.work_container, container, {"metadata.json": sha256}
+    )
+    drop(client, f"{container}/metadata.json", FILE)
+    found = state(app_settings)
+    assert (found["requested"], found["changes"]) == (2, 1)
 
 
 @pytest.mark.parametrize(
-    ("status", "output"),
-    [("Completed", {"failed": 2}), ("Failed", None), ("Terminated", None)],
+    ("name", "rule"),
+    [("metadata-dir/metadata-sub.json", "out of the folder"), ("metadata-x/metadata.json", "x'")],
 )
-def test_the_same_content_is_ingested_again_after_failures(status: str, output: Any) -> None:
+def test_a_nested_metadata_name_gets_a_notice_not_a_run(app_settings, name, rule) -> None:
+    # The trigger's path "metadata{name}.json" also matches across folders.
     client = FakeDurableClient()
-    client.add(ingestion_id(FILE), INGEST_ORCHESTRATOR, status, output=output)
-    drop(client, "images/metadata.json", FILE)
-    assert [instance for _, instance, _ in client.started] == [ingestion_id(FILE)]
+    container = app_settings.images_container
+    drop(client, f"{container}/{name}", FILE)
+    assert client.started == []
+    notice = runs.read_record(
+        config.blob_store(app_settings),
+        app_settings.work_container,
+        naming.notice_id(container, name),
+    )
+    assert notice is not None and rule in notice["rule"] and notice["phase"] == "ignored"
 
 
-def test_a_new_version_stops_the_running_one_and_its_partitions() -> None:
+def test_a_folder_named_like_a_metadata_file_is_ignored_quietly(app_settings) -> None:
     client = FakeDurableClient()
-    older = ingestion_id(FILE)
-    client.add(older, INGEST_ORCHESTRATOR, "Running")
-    client.add(naming.partition_instance_id(older, 0), INGEST_PARTITION, "Completed")
-    client.add(naming.partition_instance_id(older, 1), INGEST_PARTITION, "Running")
-    drop(client, "images/metadata.json", EDITED)
-    assert client.terminated == [older, naming.partition_instance_id(older, 1)]
-    assert [instance for _, instance, _ in client.started] == [ingestion_id(EDITED)]
+    container = app_settings.images_container
+    drop(client, f"{container}/metadata-old/photo.json", FILE)
+    assert client.started == []
+    store = config.blob_store(app_settings)
+    assert runs.list_records(store, app_settings.work_container) == []
 
 
-def test_a_concurrent_start_of_the_same_id_is_not_an_error() -> None:
+def test_deleting_a_metadata_file_asks_for_a_run(app_settings) -> None:
     client = FakeDurableClient()
-    client.refuse_start = True
+    container = app_settings.images_container
+    deliver(client, api.BLOB_DELETED, container, "metadata.json")
+    assert len(client.started) == 1
+    assert state(app_settings)["reasons"][-1]["event"] == "deleted"
 
-    async def running(instance_id: str, **_: Any) -> DurableOrchestrationStatus:
-        return DurableOrchestrationStatus(
-            name=INGEST_ORCHESTRATOR, instanceId=instance_id, runtimeStatus="Running"
-        )
 
-    client.get_status = running  # type: ignore[method-assign]
-    drop(client, "images/metadata.json", FILE)  # the loser of the race returns quietly
+def test_events_of_other_containers_and_other_files_start_nothing(app_settings) -> None:
+    client = FakeDurableClient()
+    container = app_settings.images_container
+    deliver(client, api.BLOB_DELETED, "somebody-else", "metadata.json")
+    deliver(client, api.BLOB_DELETED, container, "notes.json")
+    deliver(client, api.BLOB_CREATED, container, "metadata.json")  # the blob trigger's job
+    assert client.started == []
+    assert state(app_settings)["requested"] == 0
 
-    async def failed(instance_id: str, **_: Any) -> DurableOrchestrationStatus:
-        return DurableOrchestrationStatus(
-            name=INGEST_ORCHESTRATOR, instanceId=instance_id, runtimeStatus="Failed"
-        )
 
-    client.get_status = failed  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError, match="already running"):
-        drop(client, "images/metadata.json", FILE)
+def test_a_near_miss_name_created_gets_a_notice(app_settings) -> None:
+    client = FakeDurableClient()
+    container = app_settings.images_container
+    deliver(client, api.BLOB_CREATED, container, "Metadata.json")
+    status, body = call(api.list_ingestions, client)
+    assert status == 200
+    [notice] = body["value"]
+    assert (notice["kind"], notice["phase"]) == ("notice", "ignored")
+    status, record = call(api.get_ingestion, client, instanceId=notice["instanceId"])
+    assert "starts with 'metadata'" in record["rule"]
 
 
 # --------------------------------------------------------------------------- status routes
 
 
-def test_the_list_shows_ingestions_newest_first_without_partitions() -> None:
-    client = FakeDurableClient()
-    first, second = ingestion_id(FILE), ingestion_id(EDITED, "metadata-2.json")
-    request = {"metadata": {"container": "images", "path": "metadata.json"}, "sha256": "x"}
-    client.add(first, INGEST_ORCHESTRATOR, "Completed", input=request)
-    client.add(second, INGEST_ORCHESTRATOR, "Running", createdTime="2026-12-01T11:00:00Z")
-    client.add(naming.partition_instance_id(first, 0), INGEST_PARTITION, "Completed")
-    status, body = call(api.list_ingestions, client)
+def call(handler: Any, client: FakeDurableClient, **route: str) -> tuple[int, Any]:
+    request = func.HttpRequest("GET", "http://app/api/ingestions", body=b"", route_params=route)
+    user = handler.build().get_user_function()
+    function = getattr(user, "client_function", user)
+    args = (request, client) if function is not user else (request,)
+    response = asyncio.run(function(*args))
+    return response.status_code, json.loads(response.get_body())
+
+
+def record(settings: config.Settings, number: int, **fields: Any) -> str:
+    run_id = naming.run_id(settings.images_container, number)
+    runs.update_record(
+        config.blob_store(settings),
+        settings.work_container,
+        run_id,
+        container=settings.images_container,
+        **fields,
+    )
+    return run_id
+
+
+def test_the_list_shows_runs_newest_first(app_settings) -> None:
+    first = record(app_settings, 1, phase="completed", total=3, done=3)
+    second = record(app_settings, 2, phase="ingesting", total=5, done=1)
+    status, body = call(api.list_ingestions, FakeDurableClient())
     assert status == 200
-    assert [(i["instanceId"], i["runtimeStatus"]) for i in body["value"]] == [
-        (second, "Running"),
-        (first, "Completed"),
+    assert [(i["instanceId"], i["phase"], i["done"]) for i in body["value"]] == [
+        (second, "ingesting", 1),
+        (first, "completed", 3),
     ]
-    assert body["value"][1]["metadata"] == "images/metadata.json"
 
 
 @pytest.mark.parametrize("handler", [api.get_ingestion, api.get_ingestion_report])
-def test_a_malformed_id_is_a_400_naming_the_field(handler: Any) -> None:
+def test_a_malformed_id_is_a_400_naming_the_field(app_settings, handler: Any) -> None:
     status, body = call(handler, FakeDurableClient(), instanceId="../etc")
     assert status == 400
     assert body["error"]["code"] == "InvalidInstanceId"
@@ -192,30 +265,23 @@ def test_a_malformed_id_is_a_400_naming_the_field(handler: Any) -> None:
 
 
 @pytest.mark.parametrize("handler", [api.get_ingestion, api.get_ingestion_report])
-def test_an_unknown_or_foreign_id_is_a_404(handler: Any) -> None:
-    client = FakeDurableClient()
-    status, body = call(handler, client, instanceId=ingestion_id(FILE))
-    assert (status, body["error"]["code"]) == (404, "NotFound")
-    # An instance of another orchestrator is not an ingestion.
-    client.add(ingestion_id(FILE), "some_other_orchestrator", "Completed")
-    status, body = call(handler, client, instanceId=ingestion_id(FILE))
+def test_an_unknown_run_is_a_404(app_settings, handler: Any) -> None:
+    status, body = call(handler, FakeDurableClient(), instanceId=naming.run_id("x", 7))
     assert (status, body["error"]["code"]) == (404, "NotFound")
 
 
-def test_the_report_of_a_running_ingestion_is_not_ready() -> None:
-    client = FakeDurableClient()
-    client.add(ingestion_id(FILE), INGEST_ORCHESTRATOR, "Running")
-    status, body = call(api.get_ingestion_report, client, instanceId=ingestion_id(FILE))
+def test_the_report_of_a_running_ingestion_is_not_ready(app_settings) -> None:
+    run_id = record(app_settings, 1, phase="ingesting")
+    status, body = call(api.get_ingestion_report, FakeDurableClient(), instanceId=run_id)
     assert (status, body["error"]["code"]) == (404, "ReportNotReady")
-    assert "Running" in body["error"]["message"]
+    assert "ingesting" in body["error"]["message"]
 
 
-def test_one_ingestion_shows_its_input_progress_and_output() -> None:
+def test_a_run_whose_orchestration_failed_says_so_without_a_traceback(app_settings) -> None:
+    run_id = record(app_settings, 1, phase="ingesting")
     client = FakeDurableClient()
-    progress = {"phase": "ingesting", "total": 3, "done": 1}
-    client.add(ingestion_id(FILE), INGEST_ORCHESTRATOR, "Running", customStatus=progress)
-    status, body = call(api.get_ingestion, client, instanceId=ingestion_id(FILE))
+    client.add(run_id, "ingest_run", "Failed", output="Traceback (most recent call last): ...")
+    status, body = call(api.get_ingestion, client, instanceId=run_id)
     assert status == 200
-    assert body["runtimeStatus"] == "Running"
-    assert body["customStatus"] == progress
-    assert body["createdTime"] == CREATED
+    assert body["phase"] == "failed" and body["error"]["code"] == "IngestionFailed"
+    assert "Traceback" not in json.dumps(body)

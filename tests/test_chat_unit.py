@@ -386,14 +386,17 @@ class FakeVectorizer:
         self.model = model
         self.error = error
         self.images: list[bytes] = []
+        self.interactive: list[bool] = []  # the flag of every call, images and text
 
-    def vectorize_image(self, data: bytes) -> list[float]:
+    def vectorize_image(self, data: bytes, *, interactive: bool = False) -> list[float]:
+        self.interactive.append(interactive)
         if self.error:
             raise self.error
         self.images.append(data)
         return [1.0, 0.0]
 
-    def vectorize_text(self, text: str) -> list[float]:
+    def vectorize_text(self, text: str, *, interactive: bool = False) -> list[float]:
+        self.interactive.append(interactive)
         return [0.0, 1.0]
 
 
@@ -413,6 +416,7 @@ class FakeIndex:
         self._model = model
         self._missing = missing
         self.filters: list[str | None] = []
+        self.mappings: list[FieldMapping] = []
 
     def model(self) -> ModelInfo | None:
         return self._model
@@ -432,6 +436,7 @@ class FakeIndex:
         if fields.image_vector_fields != DEFAULT_FIELDS.image_vector_fields:
             raise FieldMappingError("not a vector field", mapping="image_vector_fields")
         self.filters.append(filter)
+        self.mappings.append(fields)
         ranked = sorted(self._image.items(), key=lambda kv: -kv[1])[:top]
         return [hit(doc_id, score) for doc_id, score in ranked]
 
@@ -631,6 +636,22 @@ def test_a_field_the_index_cannot_serve_is_a_bad_request_naming_the_mapping():
     )
 
 
+def test_a_registered_sources_mapping_applies_when_the_request_names_none():
+    index = FakeIndex({"a": 0.9}, [], LITE)
+    mapping = FieldMapping(content_fields=("caption",), title_field="name")
+    dependencies = deps(index)
+    dependencies.mapping_for = lambda name: mapping if name == "images-v" else None
+    run(body(messages=[user(image(DATA_URL))]), dependencies)
+    assert index.mappings == [mapping]
+    # A mapping in the request wins over the registered one.
+    own = {"image_vector_fields": ["image_vector"], "content_fields": ["description"]}
+    run(
+        body(messages=[user(image(DATA_URL))], data_sources=params(fields_mapping=own)),
+        dependencies,
+    )
+    assert index.mappings[-1] == FieldMapping()
+
+
 def test_an_index_without_a_recorded_model_is_trusted():
     index = FakeIndex({"a": 0.9}, [], None)
     context, _ = run(body(messages=[user(image(DATA_URL))]), deps(index))
@@ -824,7 +845,7 @@ def test_query_types_and_text_vectors_decide_which_lists_are_searched():
     assert lists(LITE, "vector", JPEG) == ["image"]
 
     class LongTextRefused(FakeVectorizer):
-        def vectorize_text(self, text: str) -> list[float]:
+        def vectorize_text(self, text: str, *, interactive: bool = False) -> list[float]:
             raise VectorizerInputError("1..70 words")
 
     result = retrieval.retrieve(
@@ -835,3 +856,17 @@ def test_query_types_and_text_vectors_decide_which_lists_are_searched():
         options=retrieval.SearchOptions(),
     )
     assert [d.hit.id for d in result.documents] == ["w"]
+
+
+def test_retrieval_vectorizes_queries_as_interactive():
+    # A chat query must not queue behind ingestion work inside the vectorizer.
+    vision = ModelInfo("azure-ai-vision", "2023-04-15", 2, True)
+    vectorizer = FakeVectorizer(vision)
+    retrieval.retrieve(
+        text="a red bicycle",
+        image=JPEG,
+        vectorizer=vectorizer,
+        index=FakeIndex({"i": 0.95}, ["w"], vision),
+        options=retrieval.SearchOptions(),
+    )
+    assert vectorizer.interactive == [True, True]  # the image, then the text

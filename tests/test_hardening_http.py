@@ -175,21 +175,22 @@ def test_the_management_api_cannot_start_an_ingestion_of_another_container(
     blob_service.get_container_client(other).upload_blob(
         "metadata.json", b'[{"image_blob_path": "a.jpg", "description": "x"}]', overwrite=True
     )
-    payload = {"metadata": {"container": other, "path": "metadata.json"}, "sha256": "0" * 64}
-    instance = naming.ingestion_instance_id(other, "metadata.json", "0" * 64)
+    instance = naming.run_id(other, 1)
+    run = {"id": instance, "number": 1, "requested": 1, "changes": 1}
+    payload = {"container": other, "index": f"{other}-v", "run": run}
     started = requests.post(
-        f"{host.base_url}/runtime/webhooks/durabletask/orchestrators/ingest_metadata/{instance}",
+        f"{host.base_url}/runtime/webhooks/durabletask/orchestrators/ingest_run/{instance}",
         json=payload,
         timeout=30,
     )
     assert started.status_code == 202
 
     def finished() -> dict | None:
-        status = requests.get(f"{host.base_url}/api/ingestions/{instance}", timeout=30).json()
-        return status if status["runtimeStatus"] == "Completed" else None
+        record = requests.get(f"{host.base_url}/api/ingestions/{instance}", timeout=30)
+        return record.json() if record.ok and record.json()["phase"] == "rejected" else None
 
-    status = wait_for(finished, timeout=60)
-    assert status["output"]["error"]["code"] == "ContainerNotAllowed"
+    record = wait_for(finished, timeout=60)
+    assert record["error"]["code"] == "ContainerNotAllowed"
 
 
 # --------------------------------------------------------------------------- fuzz

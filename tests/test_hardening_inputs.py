@@ -13,18 +13,16 @@ from typing import Any
 
 import pytest
 import requests
+from ingestion_driver import Driver
 from sample_images import picture_bytes
-from test_api_handlers import FakeDurableClient, call
 from test_chat_unit import LITE, FakeVectorizer, P, deps, params, text, user
 from test_indexes import make_doc
 
-from api import ingestion as ingestion_api
 from imagerag import config, manifest, naming
 from imagerag.adapters import odata
 from imagerag.adapters.local_index import LocalImageIndex
 from imagerag.chat import endpoint, request
 from imagerag.ports import InvalidFilterError
-from orchestrations.ingest import INGEST_ORCHESTRATOR
 
 REPO = Path(__file__).resolve().parent.parent
 QUESTION = [{"role": "user", "content": "a photo"}]
@@ -286,23 +284,14 @@ def test_the_probes_bodies_and_filters_get_openai_errors_over_http(chat_host) ->
 
 
 @pytest.fixture
-def ingest_host(devhost, blob_service, unique_container, tmp_path):
+def ingest_host(devhost, blob_service, unique_container, tmp_path) -> Driver:
     env = {
         "IMAGES_CONTAINER": unique_container,
         "WORK_CONTAINER": f"{unique_container}-work",
         "LOCAL_DATA_DIR": str(tmp_path / "data"),
     }
     host = devhost(REPO, env=env, state_dir=tmp_path / "state")
-    return host, blob_service.get_container_client(unique_container)
-
-
-def finished(host, count: int) -> dict[str, dict[str, Any]] | None:
-    response = requests.get(f"{host.base_url}/api/ingestions", timeout=10)
-    assert response.status_code == 200
-    found = response.json()["value"]
-    if len(found) < count or any(i["runtimeStatus"] in ("Pending", "Running") for i in found):
-        return None
-    return {i["metadata"].rsplit("/", 1)[-1]: i for i in found}
+    return Driver(host, blob_service, unique_container, env["WORK_CONTAINER"], tmp_path / "data")
 
 
 def assert_no_internals(text: str) -> None:
@@ -311,10 +300,10 @@ def assert_no_internals(text: str) -> None:
 
 
 def test_unreadable_metadata_files_are_rejected_and_bad_values_fail_only_their_entry(
-    ingest_host, blob_service, wait_for
+    ingest_host: Driver,
 ) -> None:
-    host, container = ingest_host
-    container.upload_blob("good.jpg", picture_bytes(1))
+    app = ingest_host
+    app.put_image("good.jpg", picture_bytes(1))
     too_long = "x" * (manifest.MAX_DESCRIPTION_CHARS + 1)
     entries = (
         '[{"image_blob_path": "good.jpg", "description": "fine"},'
@@ -330,75 +319,30 @@ def test_unreadable_metadata_files_are_rejected_and_bad_values_fail_only_their_e
         "metadata-values.json": entries,
     }
     for name, content in files.items():
-        container.upload_blob(name, content.encode())
+        app.put_metadata(name, content.encode())
+    app.wait_idle()
 
-    done = wait_for(lambda: finished(host, len(files)), timeout=180)
-    assert {name: i["runtimeStatus"] for name, i in done.items()} == dict.fromkeys(
-        files, "Completed"
-    )
+    record = app.latest()
+    assert record["phase"] == "completed"
+    errors = {f["metadata"].rsplit("/", 1)[-1]: f.get("error") for f in record["files"]}
     for name in ("metadata-nested.json", "metadata-number.json"):
-        status = requests.get(
-            f"{host.base_url}/api/ingestions/{done[name]['instanceId']}", timeout=10
-        )
-        assert_no_internals(status.text)
-        body = status.json()
-        assert body["customStatus"]["phase"] == "rejected"
-        assert body["output"]["error"]["rule"] == "json"
-        report = requests.get(
-            f"{host.base_url}/api/ingestions/{done[name]['instanceId']}/report", timeout=10
-        ).json()
-        assert report["error"]["rule"] == "json"
-        assert "not valid JSON" in report["error"]["message"]
-
-    values = done["metadata-values.json"]["instanceId"]
-    status = requests.get(f"{host.base_url}/api/ingestions/{values}", timeout=10)
+        assert errors[name]["rule"] == "json"
+        assert "not valid JSON" in errors[name]["message"]
+    assert errors["metadata-values.json"] is None
+    assert record["byStatus"]["indexed"] == 1
+    status = requests.get(f"{app.host.base_url}/api/ingestions/{record['id']}", timeout=10)
     assert_no_internals(status.text)
-    assert status.json()["output"]["indexed"] == 1
-    report = requests.get(f"{host.base_url}/api/ingestions/{values}/report", timeout=10).json()
-    rows = [(r["image_blob_path"], r["status"], r.get("code")) for r in report["results"]]
+    report = app.report(record["id"])
+    rows = [
+        (r["image_blob_path"], r["status"], r.get("code"))
+        for r in report["results"]
+        if r["metadata"].endswith("metadata-values.json")
+    ]
     assert rows == [
         ("good.jpg", "indexed", None),
         ("a.jpg", "skipped", "invalid_text"),
         ("b\\ud800.jpg", "skipped", "invalid_text"),
         ("c.jpg", "skipped", "description_too_long"),
     ]
-    listing = requests.get(f"{host.base_url}/api/ingestions", timeout=10)
+    listing = requests.get(f"{app.host.base_url}/api/ingestions", timeout=10)
     assert_no_internals(listing.text)
-
-
-# --------------------------------------------------------------------------- a Failed instance
-
-
-TRACEBACK = (
-    "Orchestrator function 'ingest' failed: boom\n"
-    "Traceback (most recent call last):\n"
-    '  File "/work/main/orchestrations/ingest.py", line 80, in ingest\n'
-    "ValueError: boom"
-)
-
-
-def test_a_failed_ingestion_shows_a_short_error_not_its_traceback() -> None:
-    client = FakeDurableClient()
-    instance_id = naming.ingestion_instance_id("images", "metadata.json", "0" * 64)
-    client.add(
-        instance_id,
-        INGEST_ORCHESTRATOR,
-        "Failed",
-        input={"metadata": {"container": "images", "path": "metadata.json"}, "sha256": "0" * 64},
-        output=TRACEBACK,
-        customStatus={"phase": "ingesting", "total": 3, "done": 1},
-    )
-    status, body = call(ingestion_api.get_ingestion, client, instanceId=instance_id)
-    assert status == 200
-    assert body["output"] == {
-        "error": {
-            "code": "IngestionFailed",
-            "message": "the ingestion failed unexpectedly; the host log has the details "
-            f"(instance {instance_id})",
-        }
-    }
-    assert body["customStatus"] == {"phase": "ingesting", "total": 3, "done": 1}
-    _, listed = call(ingestion_api.list_ingestions, client)
-    assert listed["value"][0]["metadata"] == "images/metadata.json"
-    for answer in (body, listed):
-        assert_no_internals(json.dumps(answer))

@@ -640,8 +640,9 @@ def test_no_secrets_in_outputs() -> None:
 # --- (e) Event Grid and the blob trigger ------------------------------------------------------
 
 
-def _blob_trigger() -> tuple[str, dict[str, str]]:
-    """(function name, blob_trigger keyword arguments) of the one blob-triggered function."""
+def _triggered_functions(decorator_name: str) -> list[tuple[str, dict[str, str]]]:
+    """(function name, trigger keyword arguments) of each function in api/ decorated with
+    `@bp.<decorator_name>(...)`."""
     found = []
     for source in sorted((ROOT / "api").glob("*.py")):
         for node in ast.walk(ast.parse(source.read_text())):
@@ -655,7 +656,7 @@ def _blob_trigger() -> tuple[str, dict[str, str]]:
                     continue
                 if decorator.func.attr == "function_name":
                     name = ast.literal_eval(decorator.args[0])
-                if decorator.func.attr == "blob_trigger":
+                if decorator.func.attr == decorator_name:
                     trigger = {
                         k.arg: ast.unparse(k.value)
                         if not isinstance(k.value, ast.Constant)
@@ -665,26 +666,34 @@ def _blob_trigger() -> tuple[str, dict[str, str]]:
                     }
             if trigger is not None:
                 found.append((name, trigger))
+    return found
+
+
+def _blob_trigger() -> tuple[str, dict[str, str]]:
+    """(function name, blob_trigger keyword arguments) of the one blob-triggered function."""
+    found = _triggered_functions("blob_trigger")
     assert len(found) == 1, found
     return found[0]
+
+
+def _param_default(bicep: BicepFile, name: str) -> str:
+    declaration, _ = _param_declaration(bicep, name)
+    return _string_value(declaration.named_children[-1])
+
+
+def _subscription_properties(symbol: str) -> dict[str, Node]:
+    """properties of the event subscription declared as `symbol` in eventgrid-subscription."""
+    kind, declaration = _load(EVENT_SUBSCRIPTION).resources[symbol]
+    assert kind == "Microsoft.EventGrid/systemTopics/eventSubscriptions"
+    return _properties(_properties(_body(declaration))["properties"])
 
 
 def test_event_subscription_targets_the_blob_trigger() -> None:
     function_name, trigger = _blob_trigger()
     bicep = _load(EVENT_SUBSCRIPTION)
-    default = next(
-        decl
-        for decl in bicep.root.named_children
-        if decl.type == "parameter_declaration" and _text(decl.named_children[0]) == "functionName"
-    )
-    assert _string_value(default.named_children[-1]) == function_name == "ingest_metadata_trigger"
+    assert _param_default(bicep, "functionName") == function_name == "ingest_metadata_trigger"
 
-    _, subscription = next(
-        (t, d)
-        for t, d in bicep.resources.values()
-        if t == "Microsoft.EventGrid/systemTopics/eventSubscriptions"
-    )
-    props = _properties(_properties(_body(subscription))["properties"])
+    props = _subscription_properties("subscription")
     destination = _properties(props["destination"])
     assert _string_value(destination["endpointType"]) == "WebHook"
     url = _text(_properties(destination["properties"])["endpointUrl"])
@@ -705,6 +714,72 @@ def test_event_subscription_targets_the_blob_trigger() -> None:
     assert _text(event_filter["isSubjectCaseSensitive"]) == "true"
     assert "retryPolicy" in props
     assert "deadLetterWithResourceIdentity" in props
+
+
+# The Event Grid triggered function that hears metadata files created and deleted (issue 11).
+METADATA_EVENTS_FUNCTION = "metadata_events"
+
+
+def test_metadata_subscription_targets_the_event_grid_trigger() -> None:
+    bicep = _load(EVENT_SUBSCRIPTION)
+    assert _param_default(bicep, "metadataFunctionName") == METADATA_EVENTS_FUNCTION
+    props = _subscription_properties("metadataSubscription")
+    destination = _properties(props["destination"])
+    assert _string_value(destination["endpointType"]) == "WebHook"
+    url = _text(_properties(destination["properties"])["endpointUrl"])
+    # The Event Grid extension's webhook, with its system key read from the host's keys.
+    assert url.startswith("'https://${functionApp.properties.defaultHostName}/")
+    assert "/runtime/webhooks/eventgrid?functionName=${metadataFunctionName}" in url
+    assert "&code=${functionHost.listKeys().systemKeys.eventgrid_extension}'" in url
+    assert _string_value(props["eventDeliverySchema"]) == "EventGridSchema"
+
+
+def test_metadata_subscription_function_exists_in_the_app() -> None:
+    triggers = [name for name, _ in _triggered_functions("event_grid_trigger")]
+    assert triggers == [METADATA_EVENTS_FUNCTION]
+
+
+def test_metadata_subscription_hears_json_created_and_deleted_in_any_container() -> None:
+    event_filter = _properties(_subscription_properties("metadataSubscription")["filter"])
+    types = [_string_value(t) for t in event_filter["includedEventTypes"].named_children]
+    assert types == ["Microsoft.Storage.BlobCreated", "Microsoft.Storage.BlobDeleted"]
+    # Any container: a prefix no narrower than the blob service, no advanced filter.
+    assert _string_value(event_filter["subjectBeginsWith"]) == "/blobServices/default/containers/"
+    assert _string_value(event_filter["subjectEndsWith"]) == ".json"
+    # Meta.JSON reaches the function too, so it can say why such a name is not ingested.
+    assert _text(event_filter["isSubjectCaseSensitive"]) == "false"
+    assert set(event_filter) == {
+        "includedEventTypes",
+        "subjectBeginsWith",
+        "subjectEndsWith",
+        "isSubjectCaseSensitive",
+    }
+
+
+def test_both_subscriptions_share_retry_and_dead_letter() -> None:
+    bicep = _load(EVENT_SUBSCRIPTION)
+    for symbol in ("subscription", "metadataSubscription"):
+        props = _subscription_properties(symbol)
+        assert _text(props["retryPolicy"]) == "retryPolicy"
+        assert _text(props["deadLetterWithResourceIdentity"]) == "deadLetter"
+    retry = {k: _text(v) for k, v in _properties(bicep.variables["retryPolicy"]).items()}
+    assert retry == {"maxDeliveryAttempts": "30", "eventTimeToLiveInMinutes": "1440"}
+    dead_letter = _properties(bicep.variables["deadLetter"])
+    assert _text(_properties(dead_letter["identity"])["type"]) == "'SystemAssigned'"
+    destination = _properties(dead_letter["deadLetterDestination"])
+    assert _string_value(destination["endpointType"]) == "StorageBlob"
+    target = {k: _text(v) for k, v in _properties(destination["properties"]).items()}
+    assert target == {"resourceId": "storage.id", "blobContainerName": "deadLetterContainerName"}
+
+
+def test_one_flag_creates_both_subscriptions() -> None:
+    main = _load(MAIN)
+    (declaration,) = [
+        decl for path, decl in main.modules.values() if path == "app/eventgrid-subscription.bicep"
+    ]
+    condition = next(n for n in declaration.named_children if n.type == "if_statement")
+    assert "eventSubscriptionEnabled" in _text(condition.named_children[0])
+    assert len(_load(EVENT_SUBSCRIPTION).resources) == 6  # 4 existing, 2 subscriptions
 
 
 def test_event_subscription_watches_the_images_container() -> None:
@@ -1329,3 +1404,23 @@ def test_azure_functions_doctor_finds_nothing_unexplained(tmp_path: Path) -> Non
     readme = (ROOT / "README.md").read_text()
     for rule_id in DOCTOR_ALLOWED_WARNINGS:
         assert f"`{rule_id}`" in readme, f"README does not explain {rule_id}"
+
+
+def test_cors_origins_are_a_parameter_azd_can_set() -> None:
+    """The playground hosted elsewhere needs its origin allowed: one comma-separated parameter,
+    reachable from the azd environment, handed to the app's platform CORS without credentials."""
+    main = _load(MAIN)
+    assert "corsAllowedOrigins" in main.params
+    assert _parameter_reference("corsAllowedOrigins") == (
+        "IMAGERAG_CORS_ORIGINS",
+        "https://portal.azure.com",
+    )
+    text = MAIN.read_text()
+    assert "corsAllowedOrigins: corsOrigins" in text
+    assert "split(replace(corsAllowedOrigins, ' ', ''), ',')" in text
+    api = API.read_text()
+    assert re.search(
+        r"cors: \{\s*allowedOrigins: corsAllowedOrigins\s*//[^\n]*\n\s*supportCredentials: false",
+        api,
+    )
+    assert "IMAGERAG_CORS_ORIGINS" in (ROOT / "README.md").read_text()

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-import requests
 from fakes.search_service import FakeSearchService
 from fakes.vision_service import FakeVisionService
+from ingestion_driver import Driver
 from sample_images import picture_bytes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,36 +44,25 @@ def app(devhost, blob_service, unique_container, services, tmp_path):
         },
         state_dir=tmp_path / "state",
     )
-    return host, blob_service.get_container_client(unique_container)
+    return Driver(
+        host, blob_service, unique_container, f"{unique_container}-work", tmp_path / "unused"
+    )
 
 
-def finished(host, count: int) -> list[dict] | None:
-    found = requests.get(f"{host.base_url}/api/ingestions", timeout=10).json()["value"]
-    done = [i for i in found if i["runtimeStatus"] not in ("Pending", "Running")]
-    return found if len(found) == count == len(done) else None
-
-
-def output_of(host, instance_id: str) -> dict:
-    return requests.get(f"{host.base_url}/api/ingestions/{instance_id}", timeout=10).json()[
-        "output"
-    ]
-
-
-def test_ingestion_through_azure_vision_and_search(app, services, unique_container, wait_for):
-    host, container = app
+def test_ingestion_through_azure_vision_and_search(app: Driver, services, unique_container):
     vision, search = services
     paths = ["a.jpg", "b.jpg", "c.jpg"]
     for seed, path in enumerate(paths):
-        container.upload_blob(path, picture_bytes(seed))
-    container.upload_blob("notes.jpg", b"not a picture")
+        app.put_image(path, picture_bytes(seed))
+    app.put_image("notes.jpg", b"not a picture")
     vision.fail_next(429, 2, retry_after="1")  # throttled first: retried after Retry-After
     items = [{"image_blob_path": p, "description": f"picture {p}"} for p in [*paths, "notes.jpg"]]
-    container.upload_blob("metadata.json", json.dumps(items).encode())
-
-    [first] = wait_for(lambda: finished(host, 1), timeout=180)
-    assert first["runtimeStatus"] == "Completed", first
-    output = output_of(host, first["instanceId"])
-    assert (output["indexed"], output["skipped"], output["failed"]) == (3, 1, 0)
+    app.put_metadata("metadata.json", json.dumps(items).encode())
+    app.wait_idle()
+    output = app.latest()
+    assert output["phase"] == "completed", output
+    counts = output["byStatus"]
+    assert (counts["indexed"], counts["skipped"], counts["failed"]) == (3, 1, 0)
     assert vision.violations == [] and search.violations == []
     assert vision.count(429) == 2
     assert vision.count(200) == 3  # the text file never reached the service
@@ -102,10 +91,11 @@ def test_ingestion_through_azure_vision_and_search(app, services, unique_contain
     calls = vision.count(200)
     items = [{"image_blob_path": "a.jpg", "description": "picture a.jpg"}]
     items.append({"image_blob_path": "b.jpg", "description": "b, described anew"})
-    container.upload_blob("metadata.json", json.dumps(items).encode(), overwrite=True)
-    second = wait_for(lambda: finished(host, 2), timeout=180)[0]
-    output = output_of(host, second["instanceId"])
-    assert (output["unchanged"], output["updated"], output["deleted"]) == (1, 1, 1)
+    app.put_metadata("metadata.json", json.dumps(items).encode())
+    app.wait_idle()
+    output = app.latest()
+    counts = output["byStatus"]
+    assert (counts["unchanged"], counts["updated"], output["deleted"]) == (1, 1, 1)
     assert vision.count(200) == calls
     assert sorted(d["filepath"] for d in documents.values()) == ["a.jpg", "b.jpg"]
     assert {d["description"] for d in documents.values()} == {"picture a.jpg", "b, described anew"}

@@ -1,9 +1,9 @@
-"""The ingestion steps (what the activities run) over a real Azurite."""
+"""The ingestion steps (what the activities run) over a real Azurite: a run in-process."""
 
 from __future__ import annotations
 
-import hashlib
 import json
+import threading
 import uuid
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from imagerag import naming
 from imagerag.adapters.blob import AzureBlobStore
 from imagerag.adapters.local_index import LocalImageIndex
 from imagerag.adapters.local_vectorizer import LocalVectorizer
-from imagerag.ingestion import contract, finish, image
+from imagerag.ingestion import contract, finish, image, runs, sync_state
 from imagerag.ingestion import plan as planning
 from imagerag.ports import ModelInfo
 
@@ -37,114 +37,126 @@ class CountingVectorizer(LocalVectorizer):
         super().__init__()
         self.images = 0
 
-    def vectorize_image(self, data: bytes) -> list[float]:
+    def vectorize_image(self, data: bytes, **options: object) -> list[float]:
         self.images += 1
-        return super().vectorize_image(data)
+        return super().vectorize_image(data, **options)  # type: ignore[arg-type]
 
 
-def _ingest(
-    store: AzureBlobStore,
-    vectorizer: LocalVectorizer,
-    index: LocalImageIndex,
-    container: str,
-    items: list[object],
-    *,
-    partition_size: int = 2,
-) -> tuple[dict, dict]:
-    """Run every step of one ingestion as the orchestrators do; return (report ref, report)."""
-    sha = _upload_metadata(store, container, items)
-    work_container = f"{container}-work"
-    instance_id = naming.ingestion_instance_id(container, "metadata.json", sha)
-    plan = _plan(
-        store,
-        container,
-        sha,
-        work_container=work_container,
-        instance_id=instance_id,
-        partition_size=partition_size,
-    )
-    assert planning.ensure_index(index, vectorizer.model)["index"] == index.name
-    work = plan["work"]
-    target: contract.Target = {
-        "index": index.name,
-        "source": plan["metadata"],
-        "etag": plan["metadata_etag"],
-    }
-    sizes = contract.partition_counts(plan["entries"], plan["partition_size"])
-    for i, size in enumerate(sizes):
-        results = [
-            image.ingest_image(
-                store, vectorizer, index, work=work, partition=i, slot=slot, target=target
-            )
-            for slot in range(size)
-        ]
-        finish.write_partition_report(store, work=work, partition=i, results=results)
-    sync = finish.sync_deletions(
-        store, index, work=work, partitions=len(sizes), metadata=plan["metadata"], sha256=sha
-    )
-    ref = finish.write_report(
-        store,
-        work=work,
-        metadata=plan["metadata"],
-        sha256=sha,
-        partitions=len(sizes),
-        index=index.name,
-        deleted=sync["deleted"],
-    )
-    report = json.loads(store.read(work_container, ref["report"]["path"]))
-    return {**ref["counts"], "deleted": ref["deleted"]}, report
+class Container:
+    """One images container, its work container and its index, and runs over them."""
+
+    def __init__(self, store: AzureBlobStore, name: str, tmp_path: Path) -> None:
+        self.store = store
+        self.name = name
+        self.work = f"{name}-work"
+        self.index = LocalImageIndex(directory=tmp_path, name=f"{name}-v")
+
+    def image(self, path: str, seed: int, fmt: str = "JPEG") -> None:
+        self.store.write(self.name, path, picture_bytes(seed, fmt), content_type="image/jpeg")
+
+    def metadata(self, name: str, items: list[object]) -> None:
+        data = json.dumps(items).encode()
+        self.store.write(self.name, name, data, content_type="application/json")
+
+    def request(self) -> None:
+        sync_state.request_run(self.store, self.work, self.name, reason={"event": "test"})
+
+    def run(self, vectorizer: LocalVectorizer, partition_size: int = 2) -> dict:
+        """Every step of one run, as the orchestrators call them; returns the report."""
+        self.request()
+        start = sync_state.begin_run(self.store, self.work, self.name)
+        run: contract.RunRef = {
+            "id": naming.run_id(self.name, start.number),
+            "number": start.number,
+            "requested": start.requested,
+            "changes": start.changes,
+        }
+        plan = self.plan(run, partition_size)
+        assert "error" not in plan, plan
+        assert planning.ensure_index(self.index, vectorizer.model)["index"] == self.index.name
+        work, target = plan["work"], self.target(run)
+        sizes = contract.partition_counts(plan["items"], plan["partition_size"])
+        for i, size in enumerate(sizes):
+            results = [
+                image.ingest_image(
+                    self.store,
+                    vectorizer,
+                    self.index,
+                    work=work,
+                    partition=i,
+                    slot=slot,
+                    target=target,
+                )
+                for slot in range(size)
+            ]
+            finish.write_partition_report(self.store, work=work, partition=i, results=results)
+        stale = finish.delete_stale(self.store, self.index, work=work, target=target)
+        result = finish.write_report(
+            self.store,
+            work=work,
+            container=self.name,
+            index=self.index.name,
+            run=run,
+            partitions=len(sizes),
+            deleted=stale["deleted"],
+            superseded=stale["superseded"],
+        )
+        return json.loads(self.store.read(self.work, result["report"]["path"]))
+
+    def plan(self, run: contract.RunRef, partition_size: int = 100) -> contract.Plan:
+        return planning.plan_run(  # type: ignore[return-value]
+            self.store,
+            self.index,
+            container=self.name,
+            index_name=self.index.name,
+            run=run,
+            work_container=self.work,
+            partition_size=partition_size,
+            containers={self.name},
+        )
+
+    def target(self, run: contract.RunRef) -> contract.Target:
+        return {"container": self.name, "index": self.index.name, "changes": run["changes"]}
+
+    def documents(self) -> dict[str, tuple[str, str]]:
+        return {s.id: (s.description, s.source) for s in self.index.all_states()}
+
+    def doc(self, path: str) -> str:
+        return naming.document_id(self.name, path)
 
 
-def _statuses(report: dict) -> list[tuple[str | None, str, str | None]]:
+@pytest.fixture
+def box(store: AzureBlobStore, unique_container: str, tmp_path: Path) -> Container:
+    return Container(store, unique_container, tmp_path)
+
+
+def statuses(report: dict) -> list[tuple[str | None, str, str | None]]:
     return [(r["image_blob_path"], r["status"], r.get("code")) for r in report["results"]]
 
 
-def _upload_metadata(store: AzureBlobStore, container: str, items: list[object]) -> str:
-    data = json.dumps(items).encode()
-    store.write(container, "metadata.json", data, content_type="application/json")
-    return hashlib.sha256(data).hexdigest()
-
-
-def _plan(
-    store: AzureBlobStore,
-    container: str,
-    sha256: str,
-    *,
-    work_container: str = "unused-work",
-    instance_id: str = "ingest-" + "0" * 32,
-    partition_size: int = 100,
-) -> contract.Plan | contract.PlanRejected:
-    """Plan the ingestion of ``<container>/metadata.json``."""
-    return planning.plan_ingestion(
-        store,
-        metadata=contract.blob_ref(container, "metadata.json"),
-        sha256=sha256,
-        instance_id=instance_id,
-        work_container=work_container,
-        partition_size=partition_size,
-        containers={container},
+def test_a_run_indexes_good_images_and_reports_bad_ones(box: Container, vectorizer) -> None:
+    box.image("a.png", 1, "PNG")
+    box.image("d/b.jpg", 2)
+    box.store.write(box.name, "t.jpg", b"text, not a picture", content_type="image/jpeg")
+    box.metadata(
+        "metadata.json",
+        [
+            {"image_blob_path": "a.png", "description": "first"},
+            {"image_blob_path": "d/b.jpg", "description": "second"},
+            {"image_blob_path": "gone.png", "description": "missing"},
+            {"image_blob_path": 7, "description": "bad"},
+            {"image_blob_path": "t.jpg", "description": "renamed text"},
+            {"image_blob_path": "a.png", "description": "first again"},
+        ],
     )
-
-
-def test_ingestion_steps_index_good_images_and_report_bad_ones(
-    store: AzureBlobStore, vectorizer: CountingVectorizer, unique_container: str, tmp_path: Path
-) -> None:
-    index = LocalImageIndex(directory=tmp_path, name=f"{unique_container}-v")
-    store.write(unique_container, "a.png", picture_bytes(1, "PNG"), content_type="image/png")
-    store.write(unique_container, "d/b.jpg", picture_bytes(2), content_type="image/jpeg")
-    store.write(unique_container, "t.jpg", b"text, not a picture", content_type="image/jpeg")
-    items: list[object] = [
-        {"image_blob_path": "a.png", "description": "first"},
-        {"image_blob_path": "d/b.jpg", "description": "second"},
-        {"image_blob_path": "gone.png", "description": "missing"},
-        {"image_blob_path": 7, "description": "bad"},
-        {"image_blob_path": "t.jpg", "description": "renamed text"},
-        {"image_blob_path": "a.png", "description": "first again"},
-    ]
-    ref, report = _ingest(store, vectorizer, index, unique_container, items)
-    assert ref["entries"] == 6
-    assert (ref["indexed"], ref["skipped"], ref["failed"], ref["deleted"]) == (2, 4, 0, 0)
-    assert _statuses(report) == [
+    report = box.run(vectorizer)
+    assert (report["entries"], report["indexed"], report["skipped"], report["deleted"]) == (
+        6,
+        2,
+        4,
+        0,
+    )
+    assert statuses(report) == [
         ("a.png", "skipped", "duplicate"),
         ("d/b.jpg", "indexed", None),
         ("gone.png", "skipped", "missing_blob"),
@@ -152,87 +164,129 @@ def test_ingestion_steps_index_good_images_and_report_bad_ones(
         ("t.jpg", "skipped", "unsupported_type"),
         ("a.png", "indexed", None),
     ]
-    a_id = naming.document_id(unique_container, "a.png")
-    state = index.get_states([a_id])[a_id]
-    assert (state.description, state.source) == ("first again", f"{unique_container}/metadata.json")
-    [top, *_] = index.vector_search(vectorizer.vectorize_image(picture_bytes(1, "PNG")), top=2)
-    assert (top.id, top.filepath, top.title) == (a_id, "a.png", "a.png")
+    assert box.documents()[box.doc("a.png")] == ("first again", f"{box.name}/metadata.json")
+    [top, *_] = box.index.vector_search(vectorizer.vectorize_image(picture_bytes(1, "PNG")), top=2)
+    assert (top.id, top.filepath, top.title) == (box.doc("a.png"), "a.png", "a.png")
 
 
-def test_reingest_skips_the_vectorizer_and_syncs_deletions(
-    store: AzureBlobStore, vectorizer: CountingVectorizer, unique_container: str, tmp_path: Path
+def test_a_second_run_skips_the_vectorizer_and_deletes_what_is_unlisted(
+    box: Container, vectorizer
 ) -> None:
-    index = LocalImageIndex(directory=tmp_path, name=f"{unique_container}-v")
     for seed, path in enumerate(["a.jpg", "b.jpg", "c.jpg"]):
-        store.write(unique_container, path, picture_bytes(seed), content_type="image/jpeg")
-    items = [{"image_blob_path": p, "description": p} for p in ["a.jpg", "b.jpg", "c.jpg"]]
-    _ingest(store, vectorizer, index, unique_container, items)
-    source = f"{unique_container}/metadata.json"
-    assert len(index.ids_from_source(source)) == 3
+        box.image(path, seed)
+    box.metadata(
+        "metadata.json", [{"image_blob_path": f"{p}.jpg", "description": p} for p in "abc"]
+    )
+    box.run(vectorizer)
+    assert len(box.documents()) == 3
 
     # c removed, b re-described, a's picture replaced: only a is vectorized again.
-    store.write(unique_container, "a.jpg", picture_bytes(10), content_type="image/jpeg")
+    box.image("a.jpg", 10)
     before = vectorizer.images
-    items = [
-        {"image_blob_path": "a.jpg", "description": "a.jpg"},
-        {"image_blob_path": "b.jpg", "description": "b, described anew"},
-    ]
-    ref, report = _ingest(store, vectorizer, index, unique_container, items)
+    box.metadata(
+        "metadata.json",
+        [
+            {"image_blob_path": "a.jpg", "description": "a"},
+            {"image_blob_path": "b.jpg", "description": "b, described anew"},
+        ],
+    )
+    report = box.run(vectorizer)
     assert vectorizer.images - before == 1
-    assert _statuses(report) == [("a.jpg", "indexed", None), ("b.jpg", "updated", None)]
-    assert ref["deleted"] == 1
-    assert index.ids_from_source(source) == {
-        naming.document_id(unique_container, p) for p in ["a.jpg", "b.jpg"]
-    }
+    assert statuses(report) == [("a.jpg", "indexed", None), ("b.jpg", "updated", None)]
+    assert report["deleted"] == 1
+    assert set(box.documents()) == {box.doc("a.jpg"), box.doc("b.jpg")}
 
-    # Dropped again unchanged: nothing is vectorized or written.
+    # Run again unchanged: nothing is vectorized or written.
     before = vectorizer.images
-    ref, report = _ingest(store, vectorizer, index, unique_container, items)
+    report = box.run(vectorizer)
     assert vectorizer.images == before
     assert [r["status"] for r in report["results"]] == ["unchanged", "unchanged"]
-    assert ref["deleted"] == 0
+    assert report["deleted"] == 0
 
 
-def test_a_listed_image_that_turned_bad_keeps_its_document(
-    store: AzureBlobStore, vectorizer: CountingVectorizer, unique_container: str, tmp_path: Path
+def test_the_first_file_by_name_wins_and_a_document_stays_while_any_file_lists_it(
+    box: Container, vectorizer
 ) -> None:
-    index = LocalImageIndex(directory=tmp_path, name=f"{unique_container}-v")
-    store.write(unique_container, "a.jpg", picture_bytes(3), content_type="image/jpeg")
-    items = [{"image_blob_path": "a.jpg", "description": "a"}]
-    _ingest(store, vectorizer, index, unique_container, items)
-    store.write(unique_container, "a.jpg", b"overwritten by mistake", content_type="image/jpeg")
-    ref, report = _ingest(
-        store,
-        vectorizer,
-        index,
-        unique_container,
-        [*items, {"image_blob_path": "x.jpg", "description": "new, missing"}],
+    box.image("x.jpg", 1)
+    box.image("y.jpg", 2)
+    box.metadata("metadata-b.json", [{"image_blob_path": "x.jpg", "description": "from b"}])
+    box.metadata(
+        "metadata-a.json",
+        [
+            {"image_blob_path": "x.jpg", "description": "from a"},
+            {"image_blob_path": "y.jpg", "description": "only a"},
+        ],
     )
-    assert _statuses(report)[0] == ("a.jpg", "skipped", "unsupported_type")
-    assert ref["deleted"] == 0
-    assert len(index.ids_from_source(f"{unique_container}/metadata.json")) == 1
+    report = box.run(vectorizer)
+    a, b = f"{box.name}/metadata-a.json", f"{box.name}/metadata-b.json"
+    assert box.documents() == {box.doc("x.jpg"): ("from a", a), box.doc("y.jpg"): ("only a", a)}
+    rows = {(r["metadata"], r["image_blob_path"]): r for r in report["results"]}
+    assert rows[(b, "x.jpg")]["description_from"] == a
+    assert "description_from" not in rows[(a, "x.jpg")]
+
+    box.store.delete(box.name, "metadata-a.json")
+    box.run(vectorizer)
+    assert box.documents() == {box.doc("x.jpg"): ("from b", b)}
 
 
-def test_sync_leaves_deletions_to_a_newer_version(
-    store: AzureBlobStore, vectorizer: CountingVectorizer, unique_container: str, tmp_path: Path
+def test_an_image_that_turned_bad_keeps_its_document_and_a_gone_one_does_not(
+    box: Container, vectorizer
 ) -> None:
-    index = LocalImageIndex(directory=tmp_path, name=f"{unique_container}-v")
-    store.write(unique_container, "a.jpg", picture_bytes(3), content_type="image/jpeg")
-    _ingest(
-        store,
+    box.image("bad.jpg", 3)
+    box.image("gone.jpg", 4)
+    items = [{"image_blob_path": p, "description": p} for p in ("bad.jpg", "gone.jpg")]
+    box.metadata("metadata.json", items)
+    box.run(vectorizer)
+    box.store.write(box.name, "bad.jpg", b"overwritten by mistake", content_type="image/jpeg")
+    box.store.delete(box.name, "gone.jpg")
+    report = box.run(vectorizer)
+    assert statuses(report) == [
+        ("bad.jpg", "skipped", "unsupported_type"),
+        ("gone.jpg", "skipped", "missing_blob"),
+    ]
+    assert report["deleted"] == 1
+    assert set(box.documents()) == {box.doc("bad.jpg")}
+
+
+def test_a_file_that_cannot_be_read_keeps_the_documents_it_was_the_source_of(
+    box: Container, vectorizer
+) -> None:
+    box.image("a.jpg", 1)
+    box.metadata("metadata.json", [{"image_blob_path": "a.jpg", "description": "a"}])
+    box.run(vectorizer)
+    box.store.write(box.name, "metadata.json", b"[1, 2", content_type="application/json")
+    report = box.run(vectorizer)
+    assert report["files"][0]["error"]["rule"] == "json"
+    assert report["deleted"] == 0 and set(box.documents()) == {box.doc("a.jpg")}
+
+
+def test_a_superseded_run_stops_its_items_and_leaves_deletions(box: Container, vectorizer) -> None:
+    box.image("a.jpg", 1)
+    box.metadata("metadata.json", [{"image_blob_path": "a.jpg", "description": "a"}])
+    box.request()
+    start = sync_state.begin_run(box.store, box.work, box.name)
+    run: contract.RunRef = {
+        "id": naming.run_id(box.name, start.number),
+        "number": start.number,
+        "requested": start.requested,
+        "changes": start.changes,
+    }
+    plan = box.plan(run)
+    planning.ensure_index(box.index, vectorizer.model)
+    box.request()  # the files changed meanwhile
+    result = image.ingest_image(
+        box.store,
         vectorizer,
-        index,
-        unique_container,
-        [{"image_blob_path": "a.jpg", "description": ""}],
+        box.index,
+        work=plan["work"],
+        partition=0,
+        slot=0,
+        target=box.target(run),
     )
-    sha = _upload_metadata(store, unique_container, [])
-    plan = _plan(store, unique_container, sha, work_container=f"{unique_container}-w")
-    _upload_metadata(store, unique_container, [{"image_blob_path": "b.jpg", "description": ""}])
-    sync = finish.sync_deletions(
-        store, index, work=plan["work"], partitions=0, metadata=plan["metadata"], sha256=sha
-    )
-    assert sync == {"deleted": 0, "superseded": True}
-    assert len(index.ids_from_source(contract.ref_text(plan["metadata"]))) == 1
+    assert (result["status"], result.get("code")) == ("skipped", "superseded")
+    stale = finish.delete_stale(box.store, box.index, work=plan["work"], target=box.target(run))
+    assert stale == {"deleted": 0, "superseded": True}
+    assert box.documents() == {}
 
 
 def test_ensure_index_reports_a_model_mismatch(tmp_path: Path) -> None:
@@ -243,100 +297,78 @@ def test_ensure_index_reports_a_model_mismatch(tmp_path: Path) -> None:
     assert "2" in result["error"]["message"]
 
 
-def test_plan_rejects_a_changed_file(store: AzureBlobStore, unique_container: str) -> None:
-    sha = _upload_metadata(store, unique_container, [])
-    _upload_metadata(store, unique_container, [{"image_blob_path": "a", "description": ""}])
-    plan = _plan(store, unique_container, sha)
-    assert plan["error"]["code"] == "MetadataChanged"
-    assert plan["error"]["message"] == "metadata changed while ingesting"
-    assert "partitions" not in plan
-
-
-def test_plan_rejects_an_invalid_file(store: AzureBlobStore, unique_container: str) -> None:
-    data = b'{"image_blob_path": "a.png"}'
-    store.write(unique_container, "metadata.json", data, content_type="application/json")
-    plan = _plan(store, unique_container, hashlib.sha256(data).hexdigest())
-    assert plan["error"]["code"] == "InvalidManifest"
-    assert plan["error"]["rule"] == "shape"
-    assert "JSON array" in plan["error"]["message"]
-
-
-def test_plan_refuses_a_container_the_app_does_not_ingest(
-    store: AzureBlobStore, unique_container: str
-) -> None:
-    sha = _upload_metadata(store, unique_container, [])
-    plan = planning.plan_ingestion(
-        store,
-        metadata=contract.blob_ref(unique_container, "metadata.json"),
-        sha256=sha,
-        instance_id="ingest-" + "2" * 32,
-        work_container=f"{unique_container}-w",
+def test_a_run_refuses_a_container_the_app_does_not_ingest(box: Container) -> None:
+    run: contract.RunRef = {"id": naming.run_id(box.name, 1), "number": 1}
+    run |= {"requested": 1, "changes": 1}
+    plan = planning.plan_run(
+        box.store,
+        box.index,
+        container=box.name,
+        index_name=box.index.name,
+        run=run,
+        work_container=box.work,
         partition_size=100,
         containers={"images"},
     )
     assert plan["error"]["code"] == "ContainerNotAllowed"
-    assert unique_container in plan["error"]["message"]
+    assert box.name in plan["error"]["message"]
 
 
-def test_plan_reports_a_deleted_file(store: AzureBlobStore, unique_container: str) -> None:
-    plan = _plan(store, unique_container, "0" * 64)
-    assert plan["error"]["code"] == "MetadataNotFound"
+def test_near_miss_names_are_noticed_by_the_plan(box: Container, vectorizer) -> None:
+    box.metadata("Metadata.json", [])
+    box.metadata("metadata.JSON", [])
+    report = box.run(vectorizer)
+    assert sorted(n["metadata"] for n in report["notices"]) == [
+        f"{box.name}/Metadata.json",
+        f"{box.name}/metadata.JSON",
+    ]
+    assert report["files"] == []
 
 
-def test_empty_file_plans_no_partitions(store: AzureBlobStore, unique_container: str) -> None:
-    sha = _upload_metadata(store, unique_container, [])
-    work_container = f"w{uuid.uuid4().hex[:12]}"
-    plan = _plan(
-        store,
-        unique_container,
-        sha,
-        work_container=work_container,
-        instance_id="ingest-" + "1" * 32,
-    )
-    assert (plan["entries"], plan["partitions"]) == (0, 0)
-    report = finish.write_report(
-        store,
-        work=plan["work"],
-        metadata=plan["metadata"],
-        sha256=sha,
-        partitions=0,
-        index="unused-v",
-        deleted=0,
-    )
-    assert report["counts"]["entries"] == 0
+# --------------------------------------------------------------------------- sync state
 
 
-def test_rejected_file_gets_a_report(store: AzureBlobStore, unique_container: str) -> None:
-    data = b"[1, 2"
-    store.write(unique_container, "metadata.json", data, content_type="application/json")
-    work_container = f"w{uuid.uuid4().hex[:12]}"
-    plan = _plan(
-        store, unique_container, hashlib.sha256(data).hexdigest(), work_container=work_container
-    )
-    report = json.loads(store.read(plan["report"]["container"], plan["report"]["path"]))
-    assert report["error"] == plan["error"]
-    assert report["error"]["rule"] == "json"
+def test_requests_runs_and_their_end(store: AzureBlobStore, unique_container: str) -> None:
+    work = f"{unique_container}-w"
+    first = sync_state.request_run(store, work, unique_container, reason={"event": "a"})
+    second = sync_state.request_run(store, work, unique_container, reason={"event": "b"})
+    assert (first.start, second.start, first.epoch, second.epoch) == (True, False, 1, 1)
+    run = sync_state.begin_run(store, work, unique_container)
+    assert (run.number, run.requested) == (1, 2)
+    assert [r["event"] for r in run.reasons] == ["a", "b"]
+    sync_state.request_run(store, work, unique_container, reason={"event": "c"})
+    assert sync_state.end_run(store, work, unique_container, epoch=1) is True  # c is pending
+    run = sync_state.begin_run(store, work, unique_container)
+    assert [r["event"] for r in run.reasons] == ["c"]
+    assert sync_state.end_run(store, work, unique_container, epoch=1) is False
+    third = sync_state.request_run(store, work, unique_container, reason={"event": "d"})
+    assert (third.start, third.epoch) == (True, 2)
 
 
-def test_an_image_of_a_superseded_version_is_not_written(
-    store: AzureBlobStore, vectorizer: CountingVectorizer, unique_container: str, tmp_path: Path
-) -> None:
-    index = LocalImageIndex(directory=tmp_path, name=f"{unique_container}-v")
-    store.write(unique_container, "a.jpg", picture_bytes(3), content_type="image/jpeg")
-    sha = _upload_metadata(
-        store, unique_container, [{"image_blob_path": "a.jpg", "description": ""}]
-    )
-    plan = _plan(store, unique_container, sha, work_container=f"{unique_container}-w")
-    planning.ensure_index(index, vectorizer.model)
-    # The file is replaced after planning: the older ingestion's image must not be written.
-    _upload_metadata(store, unique_container, [])
-    target: contract.Target = {
-        "index": index.name,
-        "source": plan["metadata"],
-        "etag": plan["metadata_etag"],
-    }
-    result = image.ingest_image(
-        store, vectorizer, index, work=plan["work"], partition=0, slot=0, target=target
-    )
-    assert (result["status"], result.get("code")) == ("skipped", "superseded")
-    assert index.ids_from_source(contract.ref_text(plan["metadata"])) == set()
+def test_concurrent_requests_are_all_counted(store: AzureBlobStore) -> None:
+    container = f"c{uuid.uuid4().hex[:10]}"
+    work = f"{container}-w"
+    starts: list[bool] = []
+
+    def ask() -> None:
+        for _ in range(5):
+            request = sync_state.request_run(store, work, container, reason={"event": "x"})
+            starts.append(request.start)
+
+    threads = [threading.Thread(target=ask) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sync_state.read_state(store, work, container)["requested"] == 30
+    assert starts.count(True) == 1  # exactly one caller turned the sync on
+
+
+def test_run_records_list_newest_first_from_one_listing(store: AzureBlobStore) -> None:
+    work = f"w{uuid.uuid4().hex[:10]}"
+    store.ensure_container(work)
+    for number in (1, 2, 3):
+        run_id = naming.run_id("images", number)
+        runs.update_record(store, work, run_id, container="images", phase="completed")
+    listed = runs.list_records(store, work)
+    assert [r["id"] for r in listed] == [naming.run_id("images", n) for n in (3, 2, 1)]

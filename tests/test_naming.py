@@ -17,7 +17,7 @@ def test_index_name_of_a_container() -> None:
 
 
 def test_partition_instance_ids_share_the_parent_prefix() -> None:
-    parent = naming.ingestion_instance_id("images", "metadata.json", SHA)
+    parent = naming.run_id("images", 3)
     child = naming.partition_instance_id(parent, 7)
     assert child == f"{parent}-p0007"
     assert child.startswith(naming.partition_id_prefix(parent))
@@ -49,39 +49,33 @@ def test_document_id_of_unusual_paths_is_still_a_valid_key(path: str) -> None:
     assert SEARCH_KEY.match(naming.document_id("images", path))
 
 
-def test_ingestion_instance_id_format_and_determinism() -> None:
-    a = naming.ingestion_instance_id("images", "metadata.json", SHA)
-    assert re.fullmatch(naming.INSTANCE_ID_PATTERN, a)
-    assert naming.is_ingestion_instance_id(a)
-    assert not any(c in a for c in "/\\#?")
-    assert a == naming.ingestion_instance_id("images", "metadata.json", SHA)
+def test_run_ids_name_the_container_and_the_run() -> None:
+    first = naming.run_id("images", 1)
+    assert re.fullmatch(naming.INSTANCE_ID_PATTERN, first)
+    assert naming.is_ingestion_instance_id(first)
+    assert not any(c in first for c in "/\\#?")
+    assert first == naming.run_id("images", 1)
+    assert first != naming.run_id("images", 2) != naming.run_id("photos", 2)
+    assert first.rsplit("-", 1)[0] == naming.run_id("images", 99).rsplit("-", 1)[0]
 
 
-def test_ingestion_instance_id_changes_with_content_and_location() -> None:
-    base = naming.ingestion_instance_id("images", "metadata.json", SHA)
-    assert base.startswith(naming.ingestion_id_prefix("images", "metadata.json"))
-    assert naming.ingestion_instance_id("images", "metadata.json", "cd" * 32).startswith(
-        naming.ingestion_id_prefix("images", "metadata.json")
-    )
-    assert base != naming.ingestion_instance_id("images", "metadata.json", "cd" * 32)
-    assert base != naming.ingestion_instance_id("images", "metadata2.json", SHA)
-    assert base != naming.ingestion_instance_id("photos", "metadata.json", SHA)
-
-
-@pytest.mark.parametrize("bad", ["", "ab", "AB" * 32, "zz" * 32, SHA + "0"])
-def test_ingestion_instance_id_requires_a_sha256_hex(bad: str) -> None:
-    with pytest.raises(ValueError, match="64 lowercase hex"):
-        naming.ingestion_instance_id("images", "metadata.json", bad)
+def test_each_container_has_one_sync_instance_and_notices_of_its_own() -> None:
+    assert naming.sync_instance_id("images") == naming.sync_instance_id("images")
+    assert naming.sync_instance_id("images") != naming.sync_instance_id("photos")
+    notice = naming.notice_id("images", "Metadata.json")
+    assert naming.is_notice_id(notice) and not naming.is_ingestion_instance_id(notice)
+    assert notice != naming.notice_id("images", "metadata.JSON")
 
 
 @pytest.mark.parametrize(
     "value",
     [
-        "ingest-" + "0" * 16 + "-" + "0" * 15,
-        "ingest-" + "A" * 16 + "-" + "0" * 16,
-        "Ingest-" + "0" * 16 + "-" + "0" * 16,
-        "ingest-" + "0" * 32,
-        "ingest-" + "0" * 16 + "-" + "0" * 16 + "-p0000",
+        "ingest-" + "0" * 16 + "-" + "0" * 7,
+        "ingest-" + "A" * 16 + "-" + "0" * 8,
+        "Ingest-" + "0" * 16 + "-" + "0" * 8,
+        "ingest-" + "0" * 24,
+        "ingest-" + "0" * 16 + "-" + "0" * 8 + "-p0000",
+        "ingest-" + "0" * 16 + "-" + "0" * 16,
     ],
 )
 def test_malformed_instance_ids(value: str) -> None:

@@ -17,14 +17,19 @@ from orchestrations.ingest import (
     IMAGE_RETRY,
     INGEST_ORCHESTRATOR,
     INGEST_PARTITION,
-    ingest_metadata,
+    RUNS_PER_HISTORY,
+    SYNC_ORCHESTRATOR,
     ingest_partition,
+    ingest_run,
+    sync_container,
 )
 
-PARENT = naming.ingestion_instance_id("images", "metadata.json", "ab" * 32)
-METADATA = contract.blob_ref("images", "metadata.json")
-WORK = {"container": "imagerag-work", "prefix": PARENT}
-REQUEST = {"metadata": METADATA, "sha256": "ab" * 32}
+CONTAINER = "images"
+RUN = {"id": naming.run_id(CONTAINER, 1), "number": 1, "requested": 1, "changes": 1}
+WORK = {"container": "imagerag-work", "prefix": RUN["id"]}
+REPORT = {"container": "imagerag-work", "path": f"{RUN['id']}/report.json"}
+TARGET = {"container": CONTAINER, "index": "images-v", "changes": 1}
+REQUEST = {"container": CONTAINER, "index": "images-v", "run": RUN}
 
 
 @functools.cache
@@ -43,41 +48,55 @@ def generator(function: Any) -> Any:
 
 
 class Pipeline:
-    """Stand-ins for the activities: a file of ``entries`` entries, each with a status."""
+    """Stand-ins for the activities: ``items`` work items, each with a status."""
 
-    def __init__(self, entries: int, partition_size: int, statuses: dict[int, str] | None = None):
-        self.entries = entries
+    def __init__(self, items: int, partition_size: int, statuses: dict[int, str] | None = None):
+        self.items = items
         self.partition_size = partition_size
         self.statuses = statuses or {}
         self.plan_error: dict[str, str] | None = None
         self.index_error: dict[str, str] | None = None
         self.superseded = False
+        self.runs = 0
+        self.again: list[bool] = []
+        self.ended: list[dict] = []
 
     def handlers(self) -> dict[str, Any]:
         return {
-            contract.PLAN_INGESTION.name: self.plan,
+            contract.BEGIN_RUN.name: self.begin_run,
+            contract.END_RUN.name: self.end_run,
+            contract.PLAN_RUN.name: self.plan,
             contract.ENSURE_INDEX.name: self.ensure_index,
             contract.INGEST_IMAGE.name: self.ingest_image,
             contract.WRITE_PARTITION_REPORT.name: self.write_partition_report,
-            contract.SYNC_DELETIONS.name: self.sync,
+            contract.DELETE_STALE.name: self.delete_stale,
             contract.WRITE_REPORT.name: self.write_report,
         }
 
+    def begin_run(self, payload: dict) -> dict:
+        assert payload == {"container": CONTAINER, "epoch": 4}
+        self.runs += 1
+        number = self.runs
+        run_id = naming.run_id(CONTAINER, number)
+        return {"id": run_id, "number": number, "requested": number, "changes": number}
+
+    def end_run(self, payload: dict) -> dict:
+        self.ended.append(payload)
+        return {"again": self.again.pop(0) if self.again else False}
+
     def plan(self, payload: dict) -> dict:
-        assert payload == {"metadata": METADATA, "sha256": "ab" * 32, "instance_id": PARENT}
+        assert payload["container"] == CONTAINER and payload["index"] == "images-v"
+        work = {"container": "imagerag-work", "prefix": payload["run"]["id"]}
         if self.plan_error is not None:
-            report = contract.blob_ref("imagerag-work", f"{PARENT}/report.json")
-            return {"metadata": METADATA, "error": self.plan_error, "report": report}
-        sizes = contract.partition_counts(self.entries, self.partition_size)
+            return {"work": work, "error": self.plan_error}
+        sizes = contract.partition_counts(self.items, self.partition_size)
         return {
-            "metadata": METADATA,
-            "index": "images-v",
-            "metadata_etag": '"0x1"',
-            "entries": self.entries,
+            "work": work,
+            "items": self.items,
             "partitions": len(sizes),
             "partition_size": self.partition_size,
-            "problems": 0,
-            "work": WORK,
+            "files": 1,
+            "stale": 2,
         }
 
     def ensure_index(self, payload: dict) -> dict:
@@ -87,11 +106,10 @@ class Pipeline:
         return {"index": "images-v", "model": {"name": "m", "version": "1"}}
 
     def ingest_image(self, payload: dict) -> dict:
-        assert payload["target"] == {"index": "images-v", "source": METADATA, "etag": '"0x1"'}
+        assert payload["target"]["container"] == CONTAINER
         position = payload["partition"] * self.partition_size + payload["slot"]
         return {
-            "index": position,
-            "image_blob_path": f"{position}.jpg",
+            "path": f"{position}.jpg",
             "id": str(position),
             "status": self.statuses.get(position, "indexed"),
         }
@@ -101,16 +119,20 @@ class Pipeline:
         counts = {s: statuses.count(s) for s in contract.STATUSES}
         return {"entries": len(statuses), **counts}
 
-    def sync(self, payload: dict) -> dict:
-        assert payload["metadata"] == METADATA and payload["index"] == "images-v"
+    def delete_stale(self, payload: dict) -> dict:
+        assert payload["target"]["index"] == "images-v"
         return {"deleted": 0 if self.superseded else 2, "superseded": self.superseded}
 
     def write_report(self, payload: dict) -> dict:
         counts = {s: 0 for s in contract.STATUSES}
-        for position in range(self.entries if "error" not in payload else 0):
+        for position in range(self.items if "error" not in payload else 0):
             counts[self.statuses.get(position, "indexed")] += 1
+        phase = "rejected" if "error" in payload else "completed"
+        if payload["superseded"]:
+            phase = "superseded"
         return {
-            "report": contract.blob_ref("imagerag-work", f"{PARENT}/report.json"),
+            "report": {"container": "imagerag-work", "path": f"{payload['run']['id']}/report.json"},
+            "phase": phase,
             "counts": {"entries": sum(counts.values()), **counts},
             "deleted": payload["deleted"],
         }
@@ -120,7 +142,8 @@ def script(pipeline: Pipeline, **options: Any) -> Script:
     return Script(
         activities=pipeline.handlers(),
         orchestrators={
-            INGEST_ORCHESTRATOR: generator(ingest_metadata),
+            SYNC_ORCHESTRATOR: generator(sync_container),
+            INGEST_ORCHESTRATOR: generator(ingest_run),
             INGEST_PARTITION: generator(ingest_partition),
         },
         registered=registered(),
@@ -128,32 +151,38 @@ def script(pipeline: Pipeline, **options: Any) -> Script:
     )
 
 
-def activity_names(calls: list[Call]) -> list[str]:
+def names(calls: list[Call]) -> list[str]:
     return [c.name for c in calls]
 
 
-def test_a_file_is_planned_partitioned_synced_and_reported() -> None:
-    pipeline = Pipeline(entries=5, partition_size=2, statuses={3: "skipped"})
-    run = script(pipeline)
-    output, context = run.run(INGEST_ORCHESTRATOR, REQUEST, PARENT)
+# --------------------------------------------------------------------------- one run
 
-    assert activity_names(context.calls) == [
-        "plan_ingestion",
+
+def test_a_run_plans_ensures_processes_deletes_and_reports() -> None:
+    pipeline = Pipeline(items=5, partition_size=2, statuses={3: "skipped"})
+    run = script(pipeline)
+    output, context = run.run(INGEST_ORCHESTRATOR, REQUEST, RUN["id"])
+
+    assert names(context.calls) == [
+        "plan_run",
         "ensure_index",
         "ingest_partition",
         "ingest_partition",
         "ingest_partition",
-        "sync_deletions",
+        "delete_stale",
         "write_report",
     ]
     partitions = [c for c in context.calls if c.kind == "sub_orchestrator"]
     assert [c.instance_id for c in partitions] == [
-        naming.partition_instance_id(PARENT, i) for i in range(3)
+        naming.partition_instance_id(RUN["id"], i) for i in range(3)
     ]
     assert [c.payload["entries"] for c in partitions] == [2, 2, 1]
+    assert all(c.payload["target"] == TARGET for c in partitions)
     assert output == {
-        "metadata": METADATA,
+        "run": RUN["id"],
+        "container": CONTAINER,
         "index": "images-v",
+        "phase": "completed",
         "entries": 5,
         "indexed": 4,
         "updated": 0,
@@ -161,92 +190,95 @@ def test_a_file_is_planned_partitioned_synced_and_reported() -> None:
         "skipped": 1,
         "failed": 0,
         "deleted": 2,
-        "report": {"container": "imagerag-work", "path": f"{PARENT}/report.json"},
+        "report": REPORT,
     }
     # Every image activity is retried by the same policy, one per slot of its partition.
-    last = run.children[naming.partition_instance_id(PARENT, 2)]
-    assert activity_names(last.calls) == ["ingest_image", "write_partition_report"]
+    last = run.children[naming.partition_instance_id(RUN["id"], 2)]
+    assert names(last.calls) == ["ingest_image", "write_partition_report"]
     assert last.calls[0].retry is IMAGE_RETRY
-    assert [c.payload["slot"] for c in run.children[partitions[0].instance_id].calls[:2]] == [0, 1]
+    first = run.children[partitions[0].instance_id]
+    assert [c.payload["slot"] for c in first.calls[:2]] == [0, 1]
 
 
-def test_progress_is_published_as_partitions_finish() -> None:
-    pipeline = Pipeline(entries=5, partition_size=2, statuses={0: "failed", 4: "skipped"})
-    _, context = script(pipeline, any_order=lambda tasks: tasks[-1]).run(
-        INGEST_ORCHESTRATOR, REQUEST, PARENT
+@pytest.mark.parametrize("refusal", ["plan", "index"])
+def test_a_refused_run_writes_a_report_saying_why_and_touches_nothing(refusal: str) -> None:
+    pipeline = Pipeline(items=3, partition_size=2)
+    error = {"code": "ContainerNotAllowed", "message": "not this one"}
+    if refusal == "plan":
+        pipeline.plan_error = error
+    else:
+        pipeline.index_error = error | {"code": "IndexModelMismatch"}
+    output, context = script(pipeline).run(INGEST_ORCHESTRATOR, REQUEST, RUN["id"])
+    expected = (
+        ["plan_run", "write_report"]
+        if refusal == "plan"
+        else [
+            "plan_run",
+            "ensure_index",
+            "write_report",
+        ]
     )
-    ingesting = [s for s in context.statuses if s["phase"] == "ingesting"]
-    assert [(s["partitionsDone"], s["done"]) for s in ingesting] == [
-        (0, 0),
-        (1, 1),  # the last partition (1 entry) finished first
-        (2, 3),
-        (3, 5),
-    ]
-    assert ingesting[-1]["byStatus"] == {
-        "indexed": 3,
-        "updated": 0,
-        "unchanged": 0,
-        "skipped": 1,
-        "failed": 1,
-    }
-    assert context.statuses[-1]["phase"] == "completed"
-    assert context.statuses[-1]["deleted"] == 2
-
-
-def test_a_rejected_file_is_reported_without_touching_the_index() -> None:
-    pipeline = Pipeline(entries=0, partition_size=100)
-    pipeline.plan_error = {"code": "InvalidManifest", "rule": "json", "message": "not JSON"}
-    output, context = script(pipeline).run(INGEST_ORCHESTRATOR, REQUEST, PARENT)
-
-    assert activity_names(context.calls) == ["plan_ingestion"]
-    assert output["error"] == pipeline.plan_error
-    assert output["report"] == {"container": "imagerag-work", "path": f"{PARENT}/report.json"}
-    assert context.statuses == [
-        {"phase": "rejected", "error": pipeline.plan_error, "report": output["report"]}
-    ]
-
-
-def test_an_index_of_another_model_stops_the_ingestion_with_a_report() -> None:
-    pipeline = Pipeline(entries=3, partition_size=2)
-    pipeline.index_error = {"code": "IndexModelMismatch", "message": "other model"}
-    output, context = script(pipeline).run(INGEST_ORCHESTRATOR, REQUEST, PARENT)
-
-    assert activity_names(context.calls) == ["plan_ingestion", "ensure_index", "write_report"]
+    assert names(context.calls) == expected
     report_call = context.calls[-1]
-    assert report_call.payload["error"] == pipeline.index_error
+    assert report_call.payload["error"]["message"] == "not this one"
     assert report_call.payload["partitions"] == 0
-    assert output["error"] == pipeline.index_error
-    assert context.statuses[-1]["phase"] == "rejected"
+    assert output["phase"] == "rejected" and output["error"]["message"] == "not this one"
 
 
-def test_a_superseded_version_deletes_nothing() -> None:
-    pipeline = Pipeline(entries=2, partition_size=2, statuses={1: "skipped"})
+def test_a_superseded_run_deletes_nothing_and_says_so() -> None:
+    pipeline = Pipeline(items=2, partition_size=2, statuses={1: "skipped"})
     pipeline.superseded = True
-    output, context = script(pipeline).run(INGEST_ORCHESTRATOR, REQUEST, PARENT)
-    assert output["deleted"] == 0
-    assert context.calls[-1].payload["deleted"] == 0
+    output, context = script(pipeline).run(INGEST_ORCHESTRATOR, REQUEST, RUN["id"])
+    assert context.calls[-1].payload["superseded"] is True
+    assert (output["phase"], output["deleted"]) == ("superseded", 0)
     assert (output["indexed"], output["skipped"]) == (1, 1)
 
 
-def test_an_empty_file_schedules_no_partition() -> None:
-    output, context = script(Pipeline(entries=0, partition_size=100)).run(
-        INGEST_ORCHESTRATOR, REQUEST, PARENT
+def test_an_empty_container_schedules_no_partition() -> None:
+    output, context = script(Pipeline(items=0, partition_size=100)).run(
+        INGEST_ORCHESTRATOR, REQUEST, RUN["id"]
     )
-    assert "ingest_partition" not in activity_names(context.calls)
+    assert "ingest_partition" not in names(context.calls)
     assert output["entries"] == 0
 
 
-@pytest.mark.parametrize("entries", [1, 100])
-def test_a_partition_reports_one_result_per_slot(entries: int) -> None:
-    pipeline = Pipeline(entries=entries, partition_size=100)
-    request = {
-        "work": WORK,
-        "partition": 0,
-        "entries": entries,
-        "target": {"index": "images-v", "source": METADATA, "etag": '"0x1"'},
-    }
-    counts, context = script(pipeline).run(INGEST_PARTITION, request, f"{PARENT}-p0000")
-    assert counts == {"entries": entries, **{s: 0 for s in contract.STATUSES}, "indexed": entries}
+@pytest.mark.parametrize("items", [1, 100])
+def test_a_partition_reports_one_result_per_slot(items: int) -> None:
+    pipeline = Pipeline(items=items, partition_size=100)
+    request = {"work": WORK, "partition": 0, "entries": items, "target": TARGET}
+    counts, context = script(pipeline).run(INGEST_PARTITION, request, f"{RUN['id']}-p0000")
+    assert counts == {"entries": items, **{s: 0 for s in contract.STATUSES}, "indexed": items}
     report = context.calls[-1]
     assert report.name == "write_partition_report"
-    assert [r["index"] for r in report.payload["results"]] == list(range(entries))
+    assert [r["path"] for r in report.payload["results"]] == [f"{i}.jpg" for i in range(items)]
+
+
+# --------------------------------------------------------------------------- the sync loop
+
+
+SYNC = {"container": CONTAINER, "index": "images-v", "epoch": 4}
+
+
+def test_the_sync_orchestration_runs_until_no_request_is_left() -> None:
+    pipeline = Pipeline(items=1, partition_size=10)
+    pipeline.again = [True, True, False]
+    run = script(pipeline)
+    output, context = run.run(SYNC_ORCHESTRATOR, SYNC, naming.sync_instance_id(CONTAINER))
+    assert output == 3
+    assert names(context.calls) == ["begin_run", "ingest_run", "end_run"] * 3
+    runs = [c for c in context.calls if c.kind == "sub_orchestrator"]
+    assert [c.instance_id for c in runs] == [naming.run_id(CONTAINER, n) for n in (1, 2, 3)]
+    assert all(c.payload["run"]["id"] == c.instance_id for c in runs)
+    assert pipeline.ended == [{"container": CONTAINER, "epoch": 4}] * 3
+    assert context.continued_with is None
+
+
+def test_the_sync_orchestration_starts_a_fresh_history_after_many_runs() -> None:
+    pipeline = Pipeline(items=0, partition_size=10)
+    pipeline.again = [True] * (RUNS_PER_HISTORY + 5)
+    output, context = script(pipeline).run(
+        SYNC_ORCHESTRATOR, SYNC, naming.sync_instance_id(CONTAINER)
+    )
+    assert output == RUNS_PER_HISTORY
+    assert names(context.calls).count("ingest_run") == RUNS_PER_HISTORY
+    assert context.continued_with == SYNC

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -144,6 +144,166 @@ def test_local_undecodable_bytes_are_input_errors(local: LocalVectorizer, data: 
 def test_local_has_no_text_encoder(local: LocalVectorizer) -> None:
     with pytest.raises(VectorizerInputError, match="no text encoder"):
         local.vectorize_text("a red bicycle")
+
+
+def test_local_traced_pass_gives_the_eager_vectors_bit_for_bit() -> None:
+    import torch
+
+    model = local_vectorizer.load_model()
+    assert local_vectorizer.traced(model) is not None  # else every pass would hold the GIL
+    for count in (1, 3):
+        pixels = np.stack([preprocess(picture_bytes(seed)) for seed in range(30, 30 + count)])
+        inputs = torch.from_numpy(pixels).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            features = model.extract_features(inputs)
+            eager = torch.nn.functional.normalize(features.mean(dim=(2, 3)), dim=1).numpy()
+        assert np.array_equal(local_vectorizer.embed_batch(model, pixels), eager)
+
+
+def test_local_interactive_and_bulk_vectors_are_the_same(local: LocalVectorizer) -> None:
+    data = picture_bytes(6)
+    assert np.allclose(local.vectorize_image(data, interactive=True), local.vectorize_image(data))
+
+
+# --------------------------------------------------------------------------- priority lanes
+
+
+class GatedModel:
+    """Stands in for the model: records the labels of each forward pass; the first pass
+    holds the worker until ``release`` is set. Each label comes back as its vector's first
+    component, so callers can check they got their own vector."""
+
+    def __init__(self) -> None:
+        self.passes: list[list[int]] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def embed(self, model: object, batch: np.ndarray) -> np.ndarray:
+        labels = [int(value) for value in batch[:, 0, 0, 0]]
+        self.passes.append(labels)
+        if len(self.passes) == 1:
+            self.entered.set()
+            assert self.release.wait(30)
+        vectors = np.zeros((len(labels), local_vectorizer.DIMENSIONS), np.float32)
+        vectors[:, 0] = labels
+        return vectors
+
+
+@pytest.fixture
+def gated(monkeypatch: pytest.MonkeyPatch) -> Iterator[GatedModel]:
+    """The local vectorizer's model replaced by a GatedModel; the picture bytes are a label."""
+    model = GatedModel()
+    monkeypatch.setattr(local_vectorizer, "load_model", lambda: None)
+    monkeypatch.setattr(local_vectorizer, "embed_batch", model.embed)
+    monkeypatch.setattr(
+        local_vectorizer, "preprocess", lambda data: np.full((3, 2, 2), int(data), np.float32)
+    )
+    yield model
+    model.release.set()  # never leave a worker blocked
+
+
+class Lanes:
+    """Calls a LocalVectorizer from threads and waits (polling a condition) for them to queue."""
+
+    def __init__(self, vectorizer: LocalVectorizer, model: GatedModel) -> None:
+        self.vectorizer = vectorizer
+        self.model = model
+        self.pool = ThreadPoolExecutor(64)
+        self.calls: dict[int, Future[list[float]]] = {}
+
+    def call(self, label: int, *, interactive: bool = False) -> None:
+        data = str(label).encode()
+        self.calls[label] = self.pool.submit(
+            self.vectorizer.vectorize_image, data, interactive=interactive
+        )
+
+    def hold_worker(self) -> None:
+        self.call(0)
+        assert self.model.entered.wait(30)
+
+    def until_waiting(self, interactive: int, bulk: int) -> None:
+        deadline = threading.Event()
+        for _ in range(30_000):
+            if self.vectorizer.waiting == (interactive, bulk):
+                return
+            deadline.wait(0.001)
+        raise AssertionError(f"waiting {self.vectorizer.waiting}, not {(interactive, bulk)}")
+
+    def release(self) -> list[list[int]]:
+        self.model.release.set()
+        for label, future in self.calls.items():
+            assert future.result(30)[0] == label  # each caller got its own vector
+        self.pool.shutdown()
+        return self.model.passes
+
+
+def test_local_interactive_request_jumps_the_bulk_queue(gated: GatedModel) -> None:
+    lanes = Lanes(LocalVectorizer(max_batch=16, max_wait_s=0.0, clock=lambda: 50.0), gated)
+    lanes.hold_worker()  # a bulk pass is running
+    for label in range(1, 17):
+        lanes.call(label)  # a full bulk batch queues behind it ...
+    lanes.until_waiting(0, 16)
+    lanes.call(100, interactive=True)  # ... then a chat query arrives
+    lanes.until_waiting(1, 16)
+    passes = lanes.release()
+    assert passes[:2] == [[0], [100]]  # served next, in a pass of its own
+    # While queries are recent, bulk passes are short: a query waits for one of these.
+    assert [len(p) for p in passes[2:]] == [4, 4, 4, 4]
+    assert sorted(sum(passes[2:], [])) == list(range(1, 17))
+
+
+def test_local_bulk_batches_are_full_without_recent_interactive_work(gated: GatedModel) -> None:
+    now = [50.0]
+    vectorizer = LocalVectorizer(
+        max_batch=16, max_wait_s=0.0, interactive_recent_s=1.0, clock=lambda: now[0]
+    )
+    lanes = Lanes(vectorizer, gated)
+    lanes.hold_worker()
+    lanes.call(100, interactive=True)
+    lanes.until_waiting(1, 0)
+    now[0] += 1.0  # the query is no longer recent when the bulk batch is formed
+    for label in range(1, 21):
+        lanes.call(label)
+    lanes.until_waiting(1, 20)
+    passes = lanes.release()
+    assert passes[:2] == [[0], [100]]
+    assert [len(p) for p in passes[2:]] == [16, 4]
+
+
+def test_local_bulk_work_is_not_starved_by_interactive_work(gated: GatedModel) -> None:
+    vectorizer = LocalVectorizer(max_batch=1, max_wait_s=0.0, interactive_streak=3)
+    lanes = Lanes(vectorizer, gated)
+    lanes.hold_worker()
+    for label in (1, 2):
+        lanes.call(label)
+    lanes.until_waiting(0, 2)
+    for label in range(101, 108):
+        lanes.call(label, interactive=True)
+    lanes.until_waiting(7, 2)
+    passes = lanes.release()
+    lane = "".join("I" if p[0] >= 100 else "B" for p in passes[1:])
+    assert lane == "IIIBIIIBI"  # one bulk pass after every 3 interactive passes in a row
+
+
+def test_local_bulk_work_yields_the_cpu_while_queries_are_recent(gated: GatedModel) -> None:
+    now = [50.0]
+    vectorizer = LocalVectorizer(
+        max_batch=16, max_wait_s=0.0, interactive_recent_s=5.0, clock=lambda: now[0]
+    )
+    lanes = Lanes(vectorizer, gated)
+    lanes.call(100, interactive=True)  # a chat query: ingestion should now leave the CPU
+    assert gated.entered.wait(30)
+    for label in range(1, 6):
+        lanes.call(label)
+    # One bulk image is decoded and queued; the others wait before decoding.
+    lanes.until_waiting(0, 1)
+    threading.Event().wait(0.05)
+    assert vectorizer.waiting == (0, 1)
+    now[0] += 5.0  # the query is no longer recent: the others start
+    lanes.until_waiting(0, 5)
+    passes = lanes.release()
+    assert passes[0] == [100]
+    assert sorted(sum(passes[1:], [])) == [1, 2, 3, 4, 5]
 
 
 # --------------------------------------------------------------------------- preprocessing
@@ -348,6 +508,20 @@ def test_pacer_samples_the_accepted_rate_by_start_time(sleeps: Sleeps) -> None:
     pacer.throttled(1.0, fallback_s=1.0)
     pacer.throttled(1.0, fallback_s=1.0)  # the same episode: one cut only
     assert pacer.rate == pytest.approx(0.9 * 18.0)
+
+
+def test_pacer_starts_interactive_calls_ahead_of_paced_bulk_slots(sleeps: Sleeps) -> None:
+    pacer = RatePacer(clock=sleeps.clock, sleep=sleeps.sleep)
+    for _ in range(5):
+        pacer.acquire()
+        pacer.succeeded(sleeps.now)
+    pacer.throttled(2.0, fallback_s=0.5)
+    assert pacer.acquire() == pytest.approx(2.0)  # through the gate; paced at 4.5/s from now
+    interval = 1 / 4.5
+    assert pacer.acquire(interactive=True) == 0  # no wait for the next bulk slot ...
+    assert pacer.acquire() == pytest.approx(2 * interval)  # ... which moved back by one
+    pacer.throttled(3.0, fallback_s=0.5)
+    assert pacer.acquire(interactive=True) == pytest.approx(3.0)  # the 429 gate holds it too
 
 
 def test_azure_retries_5xx_then_succeeds(service: FakeVisionService, sleeps: Sleeps) -> None:

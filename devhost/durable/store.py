@@ -2,14 +2,15 @@
 
 SQLite gives atomic episodes: an orchestrator's new history, the inbox events it consumed and
 the work it scheduled are committed together, so a killed devhost resumes exactly where the last
-commit left it. Only the event-loop thread touches the connection.
+commit left it. Only the event-loop thread touches the connection. The blob trigger's receipts
+and the Event Grid emulation's state (blobs seen, events published, receipts) live here too.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,26 @@ CREATE TABLE IF NOT EXISTS blob_receipts (
     attempts INTEGER NOT NULL,
     PRIMARY KEY (function_name, blob, etag)
 );
+CREATE TABLE IF NOT EXISTS eventgrid_blobs (
+    container TEXT NOT NULL,
+    name TEXT NOT NULL,
+    etag TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    blob_type TEXT NOT NULL,
+    PRIMARY KEY (container, name)
+);
+CREATE TABLE IF NOT EXISTS eventgrid_events (
+    seq INTEGER PRIMARY KEY,
+    event TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS eventgrid_deliveries (
+    function_name TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    PRIMARY KEY (function_name, seq)
+);
+CREATE INDEX IF NOT EXISTS eventgrid_open ON eventgrid_deliveries (outcome, seq);
 """
 
 ACTIVE_STATUSES = ("Pending", "Running")
@@ -261,3 +282,72 @@ class DurableStore:
             "INSERT OR REPLACE INTO blob_receipts VALUES (?,?,?,?,?)",
             (function_name, blob, etag, outcome, attempts),
         )
+
+    # Event Grid emulation: what the storage topic has published, and receipts per function --
+
+    def seen_blobs(self) -> dict[str, dict[str, SeenBlob]]:
+        """container -> name -> the blob as the last scan saw it."""
+        seen: dict[str, dict[str, SeenBlob]] = {}
+        for container, name, etag, content_type, blob_type in self._db.execute(
+            "SELECT container, name, etag, content_type, blob_type FROM eventgrid_blobs"
+        ):
+            seen.setdefault(container, {})[name] = SeenBlob(etag, content_type, blob_type)
+        return seen
+
+    def put_seen_blob(self, container: str, name: str, blob: SeenBlob) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO eventgrid_blobs VALUES (?,?,?,?,?)",
+            (container, name, blob.etag, blob.content_type, blob.blob_type),
+        )
+
+    def forget_seen_blob(self, container: str, name: str) -> None:
+        self._db.execute(
+            "DELETE FROM eventgrid_blobs WHERE container = ? AND name = ?", (container, name)
+        )
+
+    def forget_seen_container(self, container: str) -> None:
+        self._db.execute("DELETE FROM eventgrid_blobs WHERE container = ?", (container,))
+
+    def next_event_sequence(self) -> int:
+        # Events are never deleted, so MAX + 1 only grows (the sequencer orders events).
+        row = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM eventgrid_events").fetchone()
+        return int(row[0])
+
+    def add_event(self, seq: int, event: dict[str, Any], functions: Iterable[str]) -> None:
+        self._db.execute(
+            "INSERT INTO eventgrid_events (seq, event) VALUES (?, ?)", (seq, json.dumps(event))
+        )
+        self._db.executemany(
+            "INSERT INTO eventgrid_deliveries VALUES (?, ?, 'pending', 0)",
+            [(name, seq) for name in functions],
+        )
+
+    def open_deliveries(
+        self, functions: Iterable[str], max_attempts: int
+    ) -> list[tuple[str, int, int, dict[str, Any]]]:
+        """(function, seq, attempts so far, event) not yet delivered nor given up, oldest first."""
+        names = list(functions)
+        rows = self._db.execute(
+            "SELECT d.function_name, d.seq, d.attempts, e.event "
+            "FROM eventgrid_deliveries d JOIN eventgrid_events e ON e.seq = d.seq "
+            "WHERE d.outcome != 'ok' AND d.attempts < ? "
+            f"AND d.function_name IN ({','.join('?' * len(names))}) ORDER BY d.seq",
+            (max_attempts, *names),
+        )
+        return [(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+
+    def put_delivery(self, function_name: str, seq: int, outcome: str, attempts: int) -> None:
+        self._db.execute(
+            "UPDATE eventgrid_deliveries SET outcome = ?, attempts = ? "
+            "WHERE function_name = ? AND seq = ?",
+            (outcome, attempts, function_name, seq),
+        )
+
+
+@dataclass(frozen=True)
+class SeenBlob:
+    """A top-level .json blob as the Event Grid emulation last listed it."""
+
+    etag: str
+    content_type: str
+    blob_type: str

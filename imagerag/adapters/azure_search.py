@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from azure.core.credentials import AzureKeyCredential, TokenCredential
@@ -63,6 +64,7 @@ from imagerag.ports import (
     FieldMappingError,
     ImageIndexError,
     IndexDocument,
+    IndexField,
     IndexNotFoundError,
     InvalidFilterError,
     MetadataPatch,
@@ -134,6 +136,27 @@ class AzureSearchImageIndex:
         index = self._get_index()
         return None if index is None else recorded_model(index)
 
+    def fields(self) -> dict[str, IndexField] | None:
+        index = self._get_index()
+        if index is None:
+            return None
+        found: dict[str, IndexField] = {}
+        for f in index.fields or []:
+            kind = str(f.type)
+            if f.vector_search_dimensions:
+                found[f.name] = IndexField("vector", int(f.vector_search_dimensions))
+            elif kind == "Edm.String":
+                found[f.name] = IndexField("text", searchable=bool(f.searchable))
+            else:
+                found[f.name] = IndexField("other")
+        return found
+
+    def drop(self) -> None:
+        try:
+            self._indexes.delete_index(self._name)
+        except ResourceNotFoundError:
+            pass
+
     def _get_index(self) -> SearchIndex | None:
         try:
             return self._indexes.get_index(self._name)
@@ -201,27 +224,34 @@ class AzureSearchImageIndex:
         return states
 
     def ids_from_source(self, source: str) -> set[str]:
-        """Pages ordered by id with ``id gt '<last>'`` (``skip`` stops at 100,000)."""
-        ids: set[str] = set()
+        condition = f"source eq {odata_string(source)}"
+        return {row[KEY_FIELD] for row in self._pages(condition, [KEY_FIELD])}
+
+    def all_states(self) -> list[DocumentState]:
+        if self._get_index() is None:
+            return []
+        return [
+            DocumentState(**{name: row.get(name) or "" for name in STATE_FIELDS})
+            for row in self._pages(None, STATE_FIELDS)
+        ]
+
+    def _pages(self, condition: str | None, select: list[str]) -> Iterator[dict[str, Any]]:
+        """Every matching document, in pages ordered by id with ``id gt '<last>'`` (``skip``
+        stops at 100,000)."""
         last: str | None = None
         while True:
-            condition = f"source eq {odata_string(source)}"
-            if last is not None:
-                condition += f" and {KEY_FIELD} gt {odata_string(last)}"
-            page = [
-                row[KEY_FIELD]
-                for row in self._search(
-                    search_text=None,
-                    filter=condition,
-                    select=[KEY_FIELD],
-                    order_by=[f"{KEY_FIELD} asc"],
-                    top=self._page_size,
-                )
-            ]
-            ids.update(page)
+            clauses = [c for c in (condition, last and f"{KEY_FIELD} gt {odata_string(last)}") if c]
+            page = self._search(
+                search_text=None,
+                filter=" and ".join(clauses) or None,
+                select=select,
+                order_by=[f"{KEY_FIELD} asc"],
+                top=self._page_size,
+            )
+            yield from page
             if len(page) < self._page_size:
-                return ids
-            last = page[-1]
+                return
+            last = page[-1][KEY_FIELD]
 
     # ------------------------------------------------------------------ writes
 

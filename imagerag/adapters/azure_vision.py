@@ -8,6 +8,8 @@ throttling is handled for all of them together:
 * client-side pacing that converges to the rate the resource accepts: unpaced until the
   first 429, then request starts are spaced at 90 % of the rate that was being accepted,
   climbing back quickly to just under that ceiling and then probing slowly above it;
+* interactive calls (chat queries) are not queued behind the paced slots of bulk calls
+  (ingestion): they start at once, within the gate, and push the bulk slots back by one;
 * 5xx, 408, connection errors and timeouts are retried per call with exponential backoff
   and jitter (or the service's Retry-After), at most ``max_attempts`` attempts.
 
@@ -99,9 +101,12 @@ class RatePacer:
         with self._lock:
             return self._rate
 
-    def acquire(self, max_wait_s: float = math.inf) -> float:
+    def acquire(self, max_wait_s: float = math.inf, *, interactive: bool = False) -> float:
         """Wait for this thread's start slot and return the seconds waited; when the gate is
-        further away than ``max_wait_s``, return that wait as a negative number at once."""
+        further away than ``max_wait_s``, return that wait as a negative number at once.
+
+        ``interactive``: start as soon as the gate is open, ahead of the slots already
+        reserved; the next reservation moves back by one interval, so the rate holds."""
         waited = 0.0
         while True:
             with self._lock:
@@ -112,9 +117,9 @@ class RatePacer:
                 if closed_for <= 0:
                     if self._first_throttle is not None:
                         self._start_pacing()
-                    start = max(now, self._next_slot)
+                    start = now if interactive else max(now, self._next_slot)
                     if self._rate is not None:
-                        self._next_slot = start + 1.0 / self._rate
+                        self._next_slot = max(start, self._next_slot) + 1.0 / self._rate
                     break
             # Sleep to the gate, then take a slot: it may have moved, and pacing may start.
             self._sleep(closed_for)
@@ -232,12 +237,15 @@ class AzureVisionVectorizer:
             name=MODEL_NAME, version=self._model_version, dimensions=DIMENSIONS, supports_text=True
         )
 
-    def vectorize_image(self, data: bytes) -> list[float]:
+    def vectorize_image(self, data: bytes, *, interactive: bool = False) -> list[float]:
         return self._vectorize(
-            "retrieval:vectorizeImage", data, {"Content-Type": "application/octet-stream"}
+            "retrieval:vectorizeImage",
+            data,
+            {"Content-Type": "application/octet-stream"},
+            interactive=interactive,
         )
 
-    def vectorize_text(self, text: str) -> list[float]:
+    def vectorize_text(self, text: str, *, interactive: bool = False) -> list[float]:
         words = len(text.split())
         if not 1 <= words <= MAX_TEXT_WORDS:
             raise VectorizerInputError(
@@ -245,17 +253,22 @@ class AzureVisionVectorizer:
             )
         body = json.dumps({"text": text}).encode("utf-8")
         return self._vectorize(
-            "retrieval:vectorizeText", body, {"Content-Type": "application/json"}
+            "retrieval:vectorizeText",
+            body,
+            {"Content-Type": "application/json"},
+            interactive=interactive,
         )
 
     # ----------------------------------------------------------------------- HTTP
 
-    def _vectorize(self, operation: str, body: bytes, headers: dict[str, str]) -> list[float]:
+    def _vectorize(
+        self, operation: str, body: bytes, headers: dict[str, str], *, interactive: bool
+    ) -> list[float]:
         url = f"{self._endpoint}/computervision/{operation}"
         status: int | None = None
         retry_after: float | None = None
         for attempt in range(1, self._max_attempts + 1):
-            waited = self.pacer.acquire(self._max_retry_after_s)
+            waited = self.pacer.acquire(self._max_retry_after_s, interactive=interactive)
             if waited < 0:
                 raise VectorizerUnavailableError(
                     f"Azure AI Vision at {self._endpoint} is throttling for {-waited:.0f} s more",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import unquote
 
 from azure.core import MatchConditions
@@ -15,15 +17,18 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
 )
 from azure.storage.blob import (
+    BlobPrefix,
     BlobSasPermissions,
     BlobServiceClient,
     ContentSettings,
     UserDelegationKey,
     generate_blob_sas,
 )
+from azure.storage.blob import BlobProperties as SdkBlobProperties
 
 from imagerag.ports import (
     BlobChangedError,
+    BlobInfo,
     BlobNotFoundError,
     BlobProperties,
     InvalidBlobNameError,
@@ -58,20 +63,90 @@ class AzureBlobStore:
             _raise_if_bad_request(exc, container, path)
             raise
 
-    def write(self, container: str, path: str, data: bytes, *, content_type: str) -> str:
+    def write(
+        self,
+        container: str,
+        path: str,
+        data: bytes,
+        *,
+        content_type: str,
+        if_match: str | None = None,
+        create_only: bool = False,
+        metadata: dict[str, str] | None = None,
+    ) -> str:
         blob = self._service.get_blob_client(container, path)
+        conditions: dict[str, Any] = {}
+        if if_match is not None:
+            conditions = {"etag": if_match, "match_condition": MatchConditions.IfNotModified}
+        elif create_only:
+            conditions = {"match_condition": MatchConditions.IfMissing}
         try:
             result = blob.upload_blob(
                 data,
                 overwrite=True,
                 content_settings=ContentSettings(content_type=content_type),
+                metadata=metadata,
+                **conditions,
             )
+        except (ResourceModifiedError, ResourceExistsError) as exc:
+            raise BlobChangedError(container, path, if_match or "*") from exc
         except ResourceNotFoundError as exc:
+            if if_match is not None:  # it was deleted meanwhile: not the version expected
+                raise BlobChangedError(container, path, if_match) from exc
             raise BlobNotFoundError(container, path) from exc
         except HttpResponseError as exc:
+            if exc.status_code == 412:
+                raise BlobChangedError(container, path, if_match or "*") from exc
             _raise_if_bad_request(exc, container, path)
             raise
         return str(result["etag"])
+
+    def read_versioned(self, container: str, path: str) -> tuple[bytes, str] | None:
+        blob = self._service.get_blob_client(container, path)
+        try:
+            downloader = blob.download_blob()
+            return downloader.readall(), str(downloader.properties.etag)
+        except ResourceNotFoundError:
+            return None
+        except HttpResponseError as exc:
+            _raise_if_bad_request(exc, container, path)
+            raise
+
+    def delete(self, container: str, path: str) -> None:
+        try:
+            self._service.get_blob_client(container, path).delete_blob()
+        except ResourceNotFoundError:
+            pass
+        except HttpResponseError as exc:
+            _raise_if_bad_request(exc, container, path)
+            raise
+
+    def list_blobs(
+        self, container: str, *, prefix: str = "", top_level: bool = False
+    ) -> list[BlobInfo]:
+        client = self._service.get_container_client(container)
+        try:
+            items: Iterable[SdkBlobProperties | BlobPrefix]
+            if top_level:
+                # walk_blobs with a delimiter lists folders as prefixes: only top-level blobs.
+                items = client.walk_blobs(name_starts_with=prefix or None, include=["metadata"])
+            else:
+                items = client.list_blobs(name_starts_with=prefix or None, include=["metadata"])
+            return [
+                BlobInfo(
+                    name=str(item.name),
+                    size=int(item.size),
+                    etag=str(item.etag),
+                    metadata=dict(item.metadata or {}),
+                )
+                for item in items
+                if not isinstance(item, BlobPrefix)
+            ]
+        except ResourceNotFoundError:
+            return []
+        except HttpResponseError as exc:
+            _raise_if_bad_request(exc, container, prefix)
+            raise
 
     def properties(self, container: str, path: str) -> BlobProperties | None:
         blob = self._service.get_blob_client(container, path)
@@ -98,6 +173,22 @@ class AzureBlobStore:
             self._service.create_container(container)
             logger.info("created container %s", container)
         except ResourceExistsError:
+            pass
+        except HttpResponseError as exc:
+            _raise_if_bad_request(exc, container, "")
+            raise
+
+    def container_exists(self, container: str) -> bool:
+        try:
+            return bool(self._service.get_container_client(container).exists())
+        except HttpResponseError as exc:
+            _raise_if_bad_request(exc, container, "")
+            raise
+
+    def delete_container(self, container: str) -> None:
+        try:
+            self._service.delete_container(container)
+        except ResourceNotFoundError:
             pass
         except HttpResponseError as exc:
             _raise_if_bad_request(exc, container, "")

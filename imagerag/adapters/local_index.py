@@ -57,6 +57,7 @@ from imagerag.ports import (
     FieldMapping,
     ImageIndexError,
     IndexDocument,
+    IndexField,
     IndexNotFoundError,
     MetadataPatch,
     ModelInfo,
@@ -123,6 +124,31 @@ class LocalImageIndex:
         table = self._open()
         return None if table is None else recorded_model(table.schema)
 
+    def fields(self) -> dict[str, IndexField] | None:
+        table = self._open()
+        if table is None:
+            return None
+        found: dict[str, IndexField] = {}
+        for name in table.schema.names:
+            dims = vector_dims(table.schema, name)
+            if dims is not None:
+                found[name] = IndexField("vector", dims)
+            elif pa.types.is_string(table.schema.field(name).type):
+                # The BM25 index covers the description; other strings are only filterable.
+                found[name] = IndexField("text", searchable=name == TEXT_FIELD)
+            else:
+                found[name] = IndexField("other")
+        return found
+
+    def drop(self) -> None:
+        with self._open_lock:
+            try:
+                self._db.drop_table(self._name)
+            except (ValueError, FileNotFoundError):  # no such table
+                pass
+            self._table = None
+            self._caches.clear()
+
     def _open(self) -> Any:
         if self._table is not None:
             return self._table
@@ -187,27 +213,17 @@ class LocalImageIndex:
     def get_states(self, ids: list[str]) -> dict[str, DocumentState]:
         table = self._require()
         states: dict[str, DocumentState] = {}
-        columns = [KEY_FIELD, "content_hash", "description", "source", "model_name"]
-        columns.append("model_version")
         for chunk in chunks(list(dict.fromkeys(ids)), _IN_CHUNK):
-            rows = (
-                table.search()
-                .where(f"{KEY_FIELD} IN ({sql_list(chunk)})")
-                .select(columns)
-                .limit(None)
-                .to_arrow()
-                .to_pylist()
-            )
-            for row in rows:
-                states[row[KEY_FIELD]] = DocumentState(
-                    id=row[KEY_FIELD],
-                    content_hash=row["content_hash"] or "",
-                    description=row["description"] or "",
-                    source=row["source"] or "",
-                    model_name=row["model_name"] or "",
-                    model_version=row["model_version"] or "",
-                )
+            query = table.search().where(f"{KEY_FIELD} IN ({sql_list(chunk)})")
+            for state in _states(query):
+                states[state.id] = state
         return states
+
+    def all_states(self) -> list[DocumentState]:
+        table = self._open()
+        if table is None:
+            return []
+        return sorted(_states(table.search()), key=lambda state: state.id)
 
     def ids_from_source(self, source: str) -> set[str]:
         table = self._require()
@@ -371,3 +387,21 @@ class LocalImageIndex:
         cache.version = version
         self._caches[field_name] = cache
         return cache
+
+
+_STATE_COLUMNS = [KEY_FIELD, "content_hash", "description", "source", "model_name", "model_version"]
+
+
+def _states(query: Any) -> list[DocumentState]:
+    rows = query.select(_STATE_COLUMNS).limit(None).to_arrow().to_pylist()
+    return [
+        DocumentState(
+            id=row[KEY_FIELD],
+            content_hash=row["content_hash"] or "",
+            description=row["description"] or "",
+            source=row["source"] or "",
+            model_name=row["model_name"] or "",
+            model_version=row["model_version"] or "",
+        )
+        for row in rows
+    ]

@@ -23,6 +23,7 @@ from imagerag.ports import (
     AnswerRequest,
     BlobNotFoundError,
     BlobStore,
+    FieldMapping,
     FieldMappingError,
     GroundingDocument,
     ImageIndex,
@@ -59,6 +60,8 @@ class ChatDependencies:
     # hit -> URL the client can open (SAS or this app's image route); None keeps the index's.
     citation_url: Callable[[SearchHit], str | None] = lambda hit: None
     fetch: Callable[..., bytes] = fetch_image_url
+    # index name -> the field mapping its registered data source gives, if any.
+    mapping_for: Callable[[str], FieldMapping | None] = lambda index: None
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,7 @@ def _retrieve(
     options = SearchOptions(
         top_n=source.top_n,
         strictness=source.strictness,
-        fields=source.fields,
+        fields=source.fields or deps.mapping_for(source.index_name) or FieldMapping(),
         filter=source.filter,
         query_type=source.query_type,
     )

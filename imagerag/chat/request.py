@@ -39,7 +39,7 @@ P = "data_sources[0].parameters"
 @dataclass(frozen=True, slots=True)
 class DataSource:
     index_name: str
-    fields: FieldMapping = FieldMapping()
+    fields: FieldMapping | None = None  # None: not given (a registered source's, or defaults)
     query_type: str = "vector_simple_hybrid"
     top_n: int = 5
     strictness: int = 3
@@ -266,10 +266,10 @@ def _int_in(params: dict[str, Any], name: str, default: int, low: int, high: int
     return value
 
 
-def _fields_mapping(value: Any) -> FieldMapping:
+def _fields_mapping(value: Any) -> FieldMapping | None:
     where = f"{P}.fields_mapping"
     if value is None:
-        return FieldMapping()
+        return None
     if not isinstance(value, dict):
         raise invalid(where, f"'{where}' must be an object", "invalid_type")
     defaults = FieldMapping()

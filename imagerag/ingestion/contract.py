@@ -1,9 +1,12 @@
-"""The Durable wire contract of an ingestion: what each activity takes and returns.
+"""The Durable wire contract of ingestion: what each orchestrator and activity takes and returns.
 
 The orchestrators (orchestrations/ingest.py) and the activities (activities/ingest.py) both use
 these types, so mypy checks the two sides of every call against one definition. Everything in
 here crosses the Durable history as JSON: references and counts only, never bytes or vectors.
 Blob locations travel as :class:`BlobRef` (``{container, path}``), never as joined strings.
+
+One ingestion *run* brings a container's index to what the metadata files present in the
+container list (see plan.py); runs of one container run one after the other (sync_state.py).
 """
 
 from __future__ import annotations
@@ -14,12 +17,12 @@ from typing import Any, Final, Generic, Literal, NotRequired, TypedDict, TypeVar
 
 from imagerag import manifest
 
-# What happened to one entry of the file (the report's ``status``):
+# What happened to one entry (the report's ``status``):
 #   indexed    vectorized and upserted (new or changed image)
 #   updated    same image, new description or source: merged, not re-vectorized
 #   unchanged  already indexed exactly so: nothing written
 #   skipped    the entry or its image breaks a rule; ``code``/``reason`` say which
-#   failed     a service stayed unavailable; dropping the file again retries it
+#   failed     a service stayed unavailable; the next run (or a re-drop) retries it
 STATUS_INDEXED: Final = "indexed"
 STATUS_UPDATED: Final = "updated"
 STATUS_UNCHANGED: Final = "unchanged"
@@ -50,39 +53,59 @@ def ref_text(ref: BlobRef) -> str:
 
 @final
 class WorkRef(TypedDict):
-    """Where one ingestion keeps its work blobs: ``<container>/<prefix>/...``."""
+    """Where one run keeps its work blobs: ``<container>/<prefix>/...``."""
 
     container: str
-    prefix: str  # the ingestion's instance id
-
-
-@final
-class Target(TypedDict):
-    """Where the images of one metadata file version go."""
-
-    index: str  # image index name
-    source: BlobRef  # the metadata file: recorded on each document for the deletion sync
-    etag: str  # the metadata file's ETag when planned: writes stop once it changes
+    prefix: str  # the run id
 
 
 @final
 class Problem(TypedDict):
-    """Why a file or an index was refused as a whole."""
+    """Why a run (or one metadata file) was refused as a whole."""
 
-    code: str  # InvalidManifest | MetadataNotFound | MetadataChanged | IndexModelMismatch
+    code: str  # InvalidManifest | ContainerNotAllowed | IndexModelMismatch | ...
     message: str
     rule: NotRequired[str]  # the manifest rule, for InvalidManifest
+
+
+@final
+class RunRef(TypedDict):
+    """One run of a container: its id and the requests it covers."""
+
+    id: str  # naming.run_id(container, number)
+    number: int
+    requested: int  # covers every request up to this number (sync_state.py)
+    changes: int  # content changes seen when it began: more later = superseded
+
+
+@final
+class Target(TypedDict):
+    """Where a run's documents go, and how its activities tell they are superseded."""
+
+    container: str
+    index: str
+    changes: int
 
 
 # --------------------------------------------------------------------------- orchestrators
 
 
 @final
-class IngestRequest(TypedDict):
-    """Input of the ingestion orchestrator: one version (by content) of one metadata file."""
+class SyncRequest(TypedDict):
+    """Input of a container's sync orchestration: runs until no request is left."""
 
-    metadata: BlobRef
-    sha256: str
+    container: str
+    index: str
+    epoch: int  # sync_state: which start of the sync orchestration this is
+
+
+@final
+class RunRequest(TypedDict):
+    """Input of one run."""
+
+    container: str
+    index: str
+    run: RunRef
 
 
 @final
@@ -96,11 +119,13 @@ class PartitionRequest(TypedDict):
 
 
 @final
-class IngestResult(TypedDict):
-    """Output of a completed ingestion."""
+class RunResult(TypedDict):
+    """Output of a run: what its report says, in counts."""
 
-    metadata: BlobRef
+    run: str
+    container: str
     index: str
+    phase: str  # runs.COMPLETED | SUPERSEDED | REJECTED
     entries: int
     indexed: int
     updated: int
@@ -109,44 +134,44 @@ class IngestResult(TypedDict):
     failed: int
     deleted: int
     report: BlobRef
-
-
-@final
-class IngestRejected(TypedDict):
-    """Output of an ingestion whose file (or index) was refused whole."""
-
-    metadata: BlobRef
-    error: Problem
-    report: BlobRef
+    error: NotRequired[Problem]
 
 
 # --------------------------------------------------------------------------- activities
 
 
 @final
+class SyncRef(TypedDict):
+    container: str
+    epoch: int
+
+
+@final
+class EndRun(TypedDict):
+    again: bool
+
+
+@final
 class PlanInput(TypedDict):
-    metadata: BlobRef
-    sha256: str
-    instance_id: str
+    container: str
+    index: str
+    run: RunRef
 
 
 @final
 class Plan(TypedDict):
-    metadata: BlobRef
-    index: str  # the image index: "<container>-v"
-    metadata_etag: str  # ETag of the metadata file version being ingested
-    entries: int
+    work: WorkRef
+    items: int  # work items (one per listed image, plus one per broken entry)
     partitions: int
     partition_size: int
-    problems: int
-    work: WorkRef
+    files: int  # metadata files read
+    stale: int  # documents no present file lists (deleted at the end)
 
 
 @final
 class PlanRejected(TypedDict):
-    metadata: BlobRef
+    work: WorkRef
     error: Problem
-    report: BlobRef  # the rejection report
 
 
 @final
@@ -172,19 +197,19 @@ class IndexRefused(TypedDict):
 
 
 @final
-class EntryRef(TypedDict):
-    """One element of the metadata file, as stored in a partition blob."""
+class WorkItem(TypedDict):
+    """One image to bring in line (or a broken entry to report), as stored in a partition."""
 
-    container: str  # images container
-    index: int  # position in the file's array
-    image_blob_path: str | None
-    description: str | None
-    problem: NotRequired[dict[str, str]]  # {"code", "message"} from manifest validation
+    path: str | None  # image_blob_path; None for an entry without a usable path
+    id: str | None  # its document id
+    description: str | None  # the description that wins (see plan.py)
+    source: str | None  # "container/metadata file" the description comes from
+    problem: NotRequired[dict[str, str]]  # {"code", "message", "file", "index"}: broken entry
 
 
 @final
 class ImageTask(TypedDict):
-    """Input of ``ingest_image``: which entry (by partition and slot) and where it goes."""
+    """Input of ``ingest_image``: which work item (by partition and slot) and where it goes."""
 
     work: WorkRef
     partition: int
@@ -194,12 +219,12 @@ class ImageTask(TypedDict):
 
 @final
 class EntryResult(TypedDict):
-    index: int
-    image_blob_path: str | None
+    path: str | None
     id: str | None
     status: Status
     code: NotRequired[str]  # why skipped or failed: a manifest, image or service rule code
     reason: NotRequired[str]
+    removed: NotRequired[bool]  # its document was deleted (the image is gone)
 
 
 @final
@@ -220,16 +245,13 @@ class Counts(TypedDict):
 
 
 @final
-class SyncInput(TypedDict):
+class StaleInput(TypedDict):
     work: WorkRef
-    partitions: int
-    metadata: BlobRef
-    sha256: str
-    index: str
+    target: Target
 
 
 @final
-class SyncResult(TypedDict):
+class StaleResult(TypedDict):
     deleted: int
     superseded: bool
 
@@ -237,17 +259,19 @@ class SyncResult(TypedDict):
 @final
 class ReportInput(TypedDict):
     work: WorkRef
-    metadata: BlobRef
-    sha256: str
-    partitions: int
+    container: str
     index: str
+    run: RunRef
+    partitions: int
     deleted: int
+    superseded: bool
     error: NotRequired[Problem]  # why nothing was ingested
 
 
 @final
 class ReportResult(TypedDict):
     report: BlobRef
+    phase: str
     counts: Counts
     deleted: int
 
@@ -278,14 +302,16 @@ class Activity(Generic[In, Out]):
         return function
 
 
-PLAN_INGESTION: Activity[PlanInput, Plan | PlanRejected] = Activity("plan_ingestion")
+BEGIN_RUN: Activity[SyncRef, RunRef] = Activity("begin_run")
+END_RUN: Activity[SyncRef, EndRun] = Activity("end_run")
 ENSURE_INDEX: Activity[EnsureIndexInput, IndexReady | IndexRefused] = Activity("ensure_index")
+PLAN_RUN: Activity[PlanInput, Plan | PlanRejected] = Activity("plan_run")
 INGEST_IMAGE: Activity[ImageTask, EntryResult] = Activity("ingest_image")
 WRITE_PARTITION_REPORT: Activity[PartitionReportInput, Counts] = Activity("write_partition_report")
-SYNC_DELETIONS: Activity[SyncInput, SyncResult] = Activity("sync_deletions")
+DELETE_STALE: Activity[StaleInput, StaleResult] = Activity("delete_stale")
 WRITE_REPORT: Activity[ReportInput, ReportResult] = Activity("write_report")
 
 
-def partition_counts(entries: int, partition_size: int) -> list[int]:
-    """Entries per partition, as plan_ingestion cuts them (pure: orchestrators call it)."""
-    return [end - start for start, end in manifest.partitions(entries, partition_size)]
+def partition_counts(items: int, partition_size: int) -> list[int]:
+    """Work items per partition, as plan_run cuts them (pure: orchestrators call it)."""
+    return [end - start for start, end in manifest.partitions(items, partition_size)]

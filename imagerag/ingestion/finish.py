@@ -1,25 +1,34 @@
-"""Last steps of an ingestion: per-partition reports, the deletion sync, the merged report."""
+"""Last steps of a run: per-partition reports, deleting what no file lists, the run's report."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from typing import Any
 
+from imagerag.ingestion import runs, sync_state
 from imagerag.ingestion.contract import (
-    BlobRef,
+    STATUSES,
     Counts,
     EntryResult,
     Problem,
     ReportResult,
-    SyncResult,
+    RunRef,
+    StaleResult,
+    Target,
+    WorkItem,
     WorkRef,
     blob_ref,
-    ref_text,
 )
-from imagerag.ingestion.work import partition_report_path, read_partition, report_ref, write_json
-from imagerag.naming import document_id
+from imagerag.ingestion.work import (
+    partition_report_path,
+    plan_ref,
+    read_json,
+    read_partition,
+    report_ref,
+    stale_ref,
+    write_json,
+)
 from imagerag.ports import BlobNotFoundError, BlobStore, ImageIndex
 
 logger = logging.getLogger(__name__)
@@ -42,45 +51,34 @@ def count_results(results: list[EntryResult]) -> Counts:
 def write_partition_report(
     store: BlobStore, *, work: WorkRef, partition: int, results: list[EntryResult]
 ) -> Counts:
-    ordered = sorted(results, key=lambda r: r["index"])
     ref = blob_ref(work["container"], partition_report_path(work["prefix"], partition))
-    write_json(store, ref, {"partition": partition, "results": ordered})
-    return count_results(ordered)
+    write_json(store, ref, {"partition": partition, "results": results})
+    counts = count_results(results)
+
+    def add(record: dict[str, Any]) -> None:
+        record["done"] = int(record.get("done", 0)) + counts["entries"]
+        totals = record.setdefault("byStatus", dict.fromkeys(STATUSES, 0))
+        for status in STATUSES:
+            totals[status] = int(totals.get(status, 0)) + counts[status]
+
+    runs.update_record(store, work["container"], work["prefix"], add)
+    return counts
 
 
-def sync_deletions(
-    store: BlobStore,
-    index: ImageIndex,
-    *,
-    work: WorkRef,
-    partitions: int,
-    metadata: BlobRef,
-    sha256: str,
-) -> SyncResult:
-    """Delete the documents this metadata file added earlier but no longer lists, then compact.
-
-    Entries listed but failing this time keep their documents: bad input never removes what
-    was indexed. If the file changed meanwhile, the newer ingestion owns the sync.
-    """
-    source = ref_text(metadata)
-    try:
-        current = hashlib.sha256(store.read(metadata["container"], metadata["path"])).hexdigest()
-    except BlobNotFoundError:
-        current = None
-    if current != sha256:
-        logger.info("%s changed during ingestion; leaving deletions to the newer one", source)
+def delete_stale(
+    store: BlobStore, index: ImageIndex, *, work: WorkRef, target: Target
+) -> StaleResult:
+    """Delete the documents no present metadata file lists, then compact. A superseded run
+    leaves this to the next one (which reads the files again)."""
+    state = sync_state.read_state(store, work["container"], target["container"])
+    if sync_state.superseded(state, target["changes"]):
+        logger.info("run %s superseded: deletions left to the next run", work["prefix"])
         return {"deleted": 0, "superseded": True}
-    listed = {
-        document_id(e["container"], e["image_blob_path"])
-        for i in range(partitions)
-        for e in read_partition(store, work=work, partition=i)
-        if "problem" not in e and e["image_blob_path"] is not None
-    }
-    stale = sorted(index.ids_from_source(source) - listed)
+    stale: list[str] = read_json(store, stale_ref(work))
     if stale:
         index.delete(stale)
     index.optimize()
-    logger.info("%s: deleted %d documents no longer listed", source, len(stale))
+    logger.info("run %s: deleted %d documents no metadata file lists", work["prefix"], len(stale))
     return {"deleted": len(stale), "superseded": False}
 
 
@@ -88,31 +86,78 @@ def write_report(
     store: BlobStore,
     *,
     work: WorkRef,
-    metadata: BlobRef,
-    sha256: str,
-    partitions: int,
+    container: str,
     index: str,
+    run: RunRef,
+    partitions: int,
     deleted: int,
+    superseded: bool,
     error: Problem | None = None,
 ) -> ReportResult:
-    """Merge the partition reports into ``<prefix>/report.json``; return where it is and the
-    counts recomputed from what was merged. ``error``: why nothing was ingested."""
+    """Merge the partition reports into ``<run>/report.json``: one row per entry of every
+    metadata file read (so each file's rows add up to its length), the documents deleted,
+    the notices; then close the run's record."""
+    items: list[WorkItem] = []
     results: list[EntryResult] = []
     for i in range(partitions):
-        part = json.loads(store.read(work["container"], partition_report_path(work["prefix"], i)))
-        results.extend(part["results"])
-    results.sort(key=lambda r: r["index"])
-    counts = count_results(results)
+        items += read_partition(store, work=work, partition=i)
+        part = read_json(
+            store, blob_ref(work["container"], partition_report_path(work["prefix"], i))
+        )
+        results += part["results"]
+    plan = _plan_or_empty(store, work)
+    removed = sum(1 for r in results if r.get("removed"))
+    rows = _rows(plan.get("files", []), items, results)
+    counts = count_results(rows)
+    phase = runs.REJECTED if error else (runs.SUPERSEDED if superseded else runs.COMPLETED)
     report: dict[str, Any] = {
-        "metadata": ref_text(metadata),
-        "sha256": sha256,
-        "instance_id": work["prefix"],
+        "run": run["id"],
+        "container": container,
         "index": index,
+        "phase": phase,
         **counts,
-        "deleted": deleted,
+        "deleted": deleted + removed,
+        "files": [{k: v for k, v in f.items() if k != "rows"} for f in plan.get("files", [])],
+        "notices": plan.get("notices", []),
         **({"error": error} if error is not None else {}),
-        "results": results,
+        "results": rows,
     }
     ref = report_ref(work)
     write_json(store, ref, report)
-    return {"report": ref, "counts": counts, "deleted": deleted}
+    closing: dict[str, Any] = {
+        "phase": phase,
+        "container": container,
+        "index": index,
+        "done": len(results),
+        "byStatus": {status: counts[status] for status in STATUSES},
+        "deleted": deleted + removed,
+        "report": ref,
+    }
+    if error is not None:
+        closing["error"] = error
+    runs.update_record(store, work["container"], run["id"], **closing)
+    return {"report": ref, "phase": phase, "counts": counts, "deleted": deleted + removed}
+
+
+def _plan_or_empty(store: BlobStore, work: WorkRef) -> dict[str, Any]:
+    try:
+        plan: dict[str, Any] = read_json(store, plan_ref(work))
+    except (BlobNotFoundError, json.JSONDecodeError):
+        return {}  # a run refused before planning
+    return plan
+
+
+def _rows(
+    files: list[dict[str, Any]], items: list[WorkItem], results: list[EntryResult]
+) -> list[Any]:
+    """Each file's entries, in file order, with the result of the work item each points at."""
+    rows: list[Any] = []
+    for file in files:
+        for entry_index, slot in file.get("rows", []):
+            item, result = items[slot], results[slot]
+            row = {"metadata": file["metadata"], "index": entry_index, **result}
+            row["image_blob_path"] = row.pop("path")
+            if item.get("problem") is None and item["source"] != file["metadata"]:
+                row["description_from"] = item["source"]
+            rows.append(row)
+    return rows

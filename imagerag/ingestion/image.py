@@ -1,4 +1,5 @@
-"""The step run once per entry: fetch the image, check it, vectorize it, upsert one document."""
+"""The step run once per work item: fetch the image, check it, vectorize it, upsert one
+document (or delete it when the image is gone)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import threading
 import time
 
 from imagerag import images
+from imagerag.ingestion import sync_state
 from imagerag.ingestion.contract import (
     STATUS_FAILED,
     STATUS_INDEXED,
@@ -17,10 +19,8 @@ from imagerag.ingestion.contract import (
     EntryResult,
     Target,
     WorkRef,
-    ref_text,
 )
 from imagerag.ingestion.work import read_partition
-from imagerag.naming import document_id
 from imagerag.ports import (
     BlobChangedError,
     BlobNotFoundError,
@@ -52,41 +52,40 @@ def ingest_image(
     slot: int,
     target: Target,
 ) -> EntryResult:
-    """Validate, vectorize and upsert the image of one entry.
+    """Bring one image's document in line with what the metadata files list.
 
     Problems with the entry or the image come back as results (``skipped``); a service that
     stays unavailable after the adapter's retries gives ``failed``. Anything else raises so
-    that the activity's retry policy applies.
+    that the activity's retry policy applies. An image that is gone takes its document with
+    it; one that turned unreadable keeps its last good document.
     """
-    entry = read_partition(store, work=work, partition=partition)[slot]
-    container, path = entry["container"], entry["image_blob_path"]
-    result: EntryResult = {
-        "index": entry["index"],
-        "image_blob_path": path,
-        "id": document_id(container, path) if path is not None else None,
-        "status": STATUS_SKIPPED,
-    }
-    problem = entry.get("problem")
+    item = read_partition(store, work=work, partition=partition)[slot]
+    path, doc_id = item["path"], item["id"]
+    result: EntryResult = {"path": path, "id": doc_id, "status": STATUS_SKIPPED}
+    problem = item.get("problem")
     if problem is not None:
         return _skipped(result, problem["code"], problem["message"])
-    assert path is not None and entry["description"] is not None
+    assert path is not None and doc_id is not None and item["description"] is not None
+    if _superseded(store, work, target):
+        return _skipped(result, SUPERSEDED, SUPERSEDED_REASON)
+    container = target["container"]
     try:
         data = _read_image(store, container, path)
         images.inspect_image(data, path)
     except images.ImageRejected as exc:
         return _skipped(result, exc.code, exc.message)
     except (BlobNotFoundError, InvalidBlobNameError):
+        if index.get_states([doc_id]):
+            index.delete([doc_id])
+            result["removed"] = True
         return _skipped(result, MISSING_BLOB, f"no blob {path!r} in container {container!r}")
 
-    doc_id = document_id(container, path)
     content_hash = hashlib.sha256(data).hexdigest()
-    description, source = entry["description"], ref_text(target["source"])
+    description, source = item["description"], str(item["source"])
     state = index.get_states([doc_id]).get(doc_id)
     if state is not None and _same_image(state, content_hash, vectorizer.model):
         if (state.description, state.source) == (description, source):
             result["status"] = STATUS_UNCHANGED
-        elif not _still_current(store, target):
-            return _superseded(result)
         else:
             index.merge_metadata([MetadataPatch(doc_id, description, source)])
             result["status"] = STATUS_UPDATED
@@ -99,10 +98,8 @@ def ingest_image(
     except VectorizerUnavailableError as exc:
         result["status"] = STATUS_FAILED
         result["code"] = SERVICE_UNAVAILABLE
-        result["reason"] = f"{exc}; drop the metadata file again to retry"
+        result["reason"] = f"{exc}; the next run (or dropping a metadata file again) retries it"
         return result
-    if not _still_current(store, target):
-        return _superseded(result)
     model = vectorizer.model
     document = IndexDocument(
         id=doc_id,
@@ -134,33 +131,26 @@ def _read_image(store: BlobStore, container: str, path: str) -> bytes:
         return store.read(container, path)
 
 
-def _still_current(store: BlobStore, target: Target) -> bool:
-    """Whether the metadata file still has the version being ingested. A newer version stops
-    the older ingestion, but its activities already running must not write after the newer
-    one synced. A positive answer is reused for CURRENT_CHECK_S per file and process."""
-    container, path = target["source"]["container"], target["source"]["path"]
-    key = (id(store), container, path)
-    with _current_lock:
-        checked = _current_etags.get(key)
-    if checked is not None and checked[0] == target["etag"]:
-        if time.monotonic() - checked[1] <= CURRENT_CHECK_S:
-            return True
-    # Not known to be current (or known too long ago): ask the service.
-    props = store.properties(container, path)
-    etag = props.etag if props is not None else ""
-    with _current_lock:
-        _current_etags[key] = (etag, time.monotonic())
-    return etag == target["etag"]
+def _superseded(store: BlobStore, work: WorkRef, target: Target) -> bool:
+    """Whether the metadata files changed after this run began: its remaining work would be
+    redone by the next run, so it stops early. (Only an economy: runs of one container never
+    overlap, so a late write cannot undo a later run's.) An answer is reused for
+    CURRENT_CHECK_S per process, so this is one read per half second, not one per image."""
+    key = (id(store), work["container"], target["container"])
+    with _state_lock:
+        cached = _states.get(key)
+    if cached is None or time.monotonic() - cached[1] > CURRENT_CHECK_S:
+        state = sync_state.read_state(store, work["container"], target["container"])
+        cached = (int(state["changes"]), time.monotonic())
+        with _state_lock:
+            _states[key] = cached
+    return cached[0] > target["changes"]
 
 
 CURRENT_CHECK_S = 0.5
-_current_etags: dict[tuple[int, str, str], tuple[str, float]] = {}
-_current_lock = threading.Lock()
-
-
-def _superseded(result: EntryResult) -> EntryResult:
-    message = "the metadata file changed while this entry was processed; the newer version wins"
-    return _skipped(result, SUPERSEDED, message)
+SUPERSEDED_REASON = "the metadata files changed during this run; the next run takes this entry"
+_states: dict[tuple[int, str, str], tuple[int, float]] = {}
+_state_lock = threading.Lock()
 
 
 def _same_image(state: DocumentState, content_hash: str, model: ModelInfo) -> bool:

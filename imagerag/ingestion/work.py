@@ -1,8 +1,10 @@
-"""The work blobs of one ingestion, all under ``<work container>/<instance id>/``:
+"""The work blobs of one run, all under ``<work container>/<run id>/``:
 
-partitions/<i:04d>.json   the entries of partition i (input of its sub-orchestration)
+plan.json                 what the run read: metadata files, their entries, notices
+partitions/<i:04d>.json   the work items of partition i (input of its sub-orchestration)
 reports/<i:04d>.json      per-image results of partition i
-report.json               the merged report of the whole file
+stale.json                ids of documents no present metadata file lists
+report.json               the merged report of the run
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from imagerag.ingestion.contract import BlobRef, EntryRef, WorkRef, blob_ref
+from imagerag.ingestion.contract import BlobRef, WorkItem, WorkRef, blob_ref
 from imagerag.ports import BlobStore
 
 JSON_CONTENT_TYPE = "application/json"
@@ -30,6 +32,18 @@ def report_ref(work: WorkRef) -> BlobRef:
     return blob_ref(work["container"], f"{work['prefix']}/report.json")
 
 
+def plan_ref(work: WorkRef) -> BlobRef:
+    return blob_ref(work["container"], f"{work['prefix']}/plan.json")
+
+
+def stale_ref(work: WorkRef) -> BlobRef:
+    return blob_ref(work["container"], f"{work['prefix']}/stale.json")
+
+
+def read_json(store: BlobStore, ref: BlobRef) -> Any:
+    return json.loads(store.read(ref["container"], ref["path"]))
+
+
 def write_json(store: BlobStore, ref: BlobRef, value: Any) -> None:
     store.write(ref["container"], ref["path"], dumps(value), content_type=JSON_CONTENT_TYPE)
 
@@ -39,13 +53,13 @@ def dumps(value: Any) -> bytes:
 
 
 def write_partition(
-    store: BlobStore, work: WorkRef, partition: int, entries: Sequence[EntryRef]
+    store: BlobStore, work: WorkRef, partition: int, items: Sequence[WorkItem]
 ) -> None:
     ref = blob_ref(work["container"], partition_path(work["prefix"], partition))
-    write_json(store, ref, list(entries))
+    write_json(store, ref, list(items))
 
 
-def read_partition(store: BlobStore, *, work: WorkRef, partition: int) -> list[EntryRef]:
+def read_partition(store: BlobStore, *, work: WorkRef, partition: int) -> list[WorkItem]:
     path = partition_path(work["prefix"], partition)
     key = (id(store), work["container"], path)
     with _partition_cache_lock:
@@ -62,5 +76,5 @@ def read_partition(store: BlobStore, *, work: WorkRef, partition: int) -> list[E
 # Partition blobs never change once written (same instance id = same file content), and every
 # image activity of a partition reads its own entry from the same blob: keep the recent ones.
 _PARTITION_CACHE_SIZE = 64
-_partition_cache: dict[tuple[int, str, str], tuple[EntryRef, ...]] = {}
+_partition_cache: dict[tuple[int, str, str], tuple[WorkItem, ...]] = {}
 _partition_cache_lock = threading.Lock()

@@ -15,6 +15,7 @@ param applicationInsightsName string
 param maximumInstanceCount int = 100
 @allowed([512, 2048, 4096])
 param instanceMemoryMB int = 2048
+@description('Origins allowed to call the app from a browser (platform CORS: it answers preflights and replaces any CORS headers the functions set).')
 param corsAllowedOrigins array = []
 @description('The settings the code reads (see the Settings table in the README).')
 param appSettings object
@@ -58,6 +59,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       minTlsVersion: '1.2'
       cors: {
         allowedOrigins: corsAllowedOrigins
+        // The page sends the function key as a header, never cookies: no credentials.
+        supportCredentials: false
       }
     }
     functionAppConfig: {
