@@ -125,20 +125,21 @@ def test_the_image_route_serves_nothing_outside_cited_images(host, seeded, blob_
     query = parts.query
     base = f"{host.base_url}/api/images"
     container = seeded.container
-    # Planted elsewhere: another container, and a metadata file next to the images.
+    # Planted elsewhere: another container, and a JSON file next to the images (in their
+    # folder: a top-level metadata file would start a run that empties this hand-seeded index).
     blob_service.create_container(f"{container}-work")
     blob_service.get_container_client(f"{container}-work").upload_blob(
         "azure-webjobs-secrets/host.json", b'{"masterKey": "planted"}', overwrite=True
     )
     blob_service.get_container_client(container).upload_blob(
-        "metadata-huge.json", b"[]", overwrite=True
+        "pictures/metadata-huge.json", b"[]", overwrite=True
     )
     attempts = [
         f"{base}/{container}/..%2F{container}-work/azure-webjobs-secrets/host.json?{query}",
         f"{base}/{container}/pictures/..%2F..%2F{container}-work/azure-webjobs-secrets/host.json",
         f"{base}/{container}/%2e%2e/{container}-work/azure-webjobs-secrets/host.json?{query}",
         f"{base}/{container}/pictures/%2E/3.jpg?{query}",
-        f"{base}/{container}/metadata-huge.json",
+        f"{base}/{container}/pictures/metadata-huge.json",
         f"{base}/{container}/{path_of(4)}",  # an indexed image, but no link was signed for it
         f"{base}/{container}/{path_of(3)}?{query.replace('sig=', 'sig=x')}",  # tampered
         f"{base}/{container}-work/{quote('azure-webjobs-secrets/host.json')}?{query}",

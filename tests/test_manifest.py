@@ -23,7 +23,7 @@ def encode(value: object) -> bytes:
 
 @pytest.mark.parametrize(
     "path",
-    ["metadata.json", "metadata-2024.json", "metadata_products.json", "sub/dir/metadata1.json"],
+    ["metadata.json", "metadata-2024.json", "metadata_products.json"],
 )
 def test_metadata_names_accepted(path: str) -> None:
     assert manifest.is_metadata_name(path)
@@ -40,11 +40,12 @@ def test_metadata_names_accepted(path: str) -> None:
         "metadata.json.bak",
         "metadata.txt",
         "metadata-old/photo.json",  # the rule applies to the file name, not the folder
+        "sub/dir/metadata1.json",  # only top-level files are metadata files
     ],
 )
 def test_metadata_names_rejected(path: str) -> None:
     assert not manifest.is_metadata_name(path)
-    with pytest.raises(ManifestError, match="must start with lowercase 'metadata'") as info:
+    with pytest.raises(ManifestError, match="starts with lowercase 'metadata' and ends with lowercase '.json'") as info:
         parse_manifest(encode(entries(1)), blob_path=path)
     assert info.value.rule == "name"
 
