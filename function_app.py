@@ -1,7 +1,13 @@
-"""The function app: builds the DFApp and registers each area's blueprint. Nothing else."""
+"""The function app: builds the DFApp and registers each area's blueprint. Nothing else.
+
+HTTP streams are on: importing the FastAPI extension makes every HTTP function of the app
+take FastAPI's ``Request`` and return its ``Response`` (chat streams its answer). The host
+needs PYTHON_ENABLE_INIT_INDEXING=1 for it (set in infra/ and local.settings.example.json).
+"""
 
 import azure.durable_functions as df
 import azure.functions as func
+import azurefunctions.extensions.http.fastapi  # noqa: F401 (HTTP streams for the whole app)
 
 from activities.ingest import bp as ingest_activities
 from api.chat import bp as chat_api

@@ -112,15 +112,19 @@ def plan_run(payload: PlanInput) -> Plan | PlanRejected:
 @INGEST_IMAGE.implementation
 def ingest_image(payload: ImageTask) -> EntryResult:
     settings = config.settings()
-    return image.ingest_image(
-        config.blob_store(settings),
+    store, work = config.blob_store(settings), payload["work"]
+    result = image.ingest_image(
+        store,
         config.vectorizer(settings),
         config.image_index(settings, payload["target"]["index"]),
-        work=payload["work"],
+        work=work,
         partition=payload["partition"],
         slot=payload["slot"],
         target=payload["target"],
     )
+    # Counted now, written to the run's record within a second or so (runs.LiveProgress).
+    runs.live_progress.add(store, work["container"], work["prefix"], payload["partition"], result)
+    return result
 
 
 @bp.function_name(WRITE_PARTITION_REPORT.name)

@@ -10,11 +10,12 @@ from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
+from azurefunctions.extensions.http.fastapi import Request, Response
 
 from api.ingestion import request_run
 from imagerag import config, datasource_ops, naming
 from imagerag.chat.errors import ChatError
-from imagerag.chat.response import error_response, json_response
+from imagerag.chat.response import ChatResponse, error_response, json_response
 from imagerag.datasources import DataSource, DataSourceError
 
 logger = logging.getLogger(__name__)
@@ -27,12 +28,10 @@ MAX_UPLOAD_BYTES = 100 * 1024 * 1024  # the host refuses bigger bodies anyway
 @bp.function_name("create_datasource")
 @bp.route(route="datasources", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
-async def create_datasource(
-    req: func.HttpRequest, client: df.DurableOrchestrationClient
-) -> func.HttpResponse:
+async def create_datasource(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """Register a data source: 201 with it (and, for a blob source, its first ingestion)."""
     try:
-        body = json.loads(req.get_body() or b"null")
+        body = json.loads(await req.body() or b"null")
     except (ValueError, RecursionError):
         return _refused(DataSourceError(400, None, "the request body is not valid JSON"))
     settings = config.settings()
@@ -63,7 +62,7 @@ async def create_datasource(
 
 @bp.function_name("list_datasources")
 @bp.route(route="datasources", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
-async def list_datasources(req: func.HttpRequest) -> func.HttpResponse:
+async def list_datasources(req: Request) -> Response:
     settings = config.settings()
     store = config.blob_store(settings)
 
@@ -78,7 +77,7 @@ async def list_datasources(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.function_name("get_datasource")
 @bp.route(route="datasources/{name}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
-async def get_datasource(req: func.HttpRequest) -> func.HttpResponse:
+async def get_datasource(req: Request) -> Response:
     settings = config.settings()
     try:
         source = await _source(req)
@@ -91,11 +90,11 @@ async def get_datasource(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.function_name("delete_datasource")
 @bp.route(route="datasources/{name}", methods=["DELETE"], auth_level=func.AuthLevel.FUNCTION)
-async def delete_datasource(req: func.HttpRequest) -> func.HttpResponse:
+async def delete_datasource(req: Request) -> Response:
     """Unregister; with ``?delete_index=true`` also delete the generated index and, for an
     upload source, what was uploaded."""
     settings = config.settings()
-    delete_index = req.params.get("delete_index", "false").lower() == "true"
+    delete_index = req.query_params.get("delete_index", "false").lower() == "true"
     try:
         source = await _source(req)
         removed = await asyncio.to_thread(config.registry(settings).remove, source.name)
@@ -117,18 +116,19 @@ async def delete_datasource(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("upload_datasource_files")
 @bp.route(route="datasources/{name}/files", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
-async def upload_datasource_files(
-    req: func.HttpRequest, client: df.DurableOrchestrationClient
-) -> func.HttpResponse:
+async def upload_datasource_files(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """``multipart/form-data``: ``file`` parts (the images) and one ``metadata`` part (the
     same JSON array as a metadata file). 202 with the ingestion that will take them."""
-    if len(req.get_body()) > MAX_UPLOAD_BYTES:
+    body = await req.body()
+    if len(body) > MAX_UPLOAD_BYTES:
         too_large = ChatError(413, "the upload is over 100 MB", code="request_too_large")
         return _http(error_response(too_large))
+    # The form parsed by azure.functions' own multipart reader (no extra parser needed).
+    form = func.HttpRequest(req.method, str(req.url), headers=dict(req.headers), body=body)
     try:
         source = await _source(req)
-        files = [(f.filename or "", f.read()) for f in req.files.getlist("file")]
-        metadata = _metadata_part(req)
+        files = [(f.filename or "", f.read()) for f in form.files.getlist("file")]
+        metadata = _metadata_part(form)
         if not files:
             raise DataSourceError(400, "file", "send one or more 'file' parts (the images)")
         store = config.blob_store(config.settings())
@@ -165,23 +165,23 @@ async def upload_datasource_files(
     return _json(answer, status)
 
 
-async def _source(req: func.HttpRequest) -> DataSource:
-    name = req.route_params.get("name", "")
+async def _source(req: Request) -> DataSource:
+    name = req.path_params.get("name", "")
     registry = config.registry(config.settings())
     return await asyncio.to_thread(registry.require, name)
 
 
-def _metadata_part(req: func.HttpRequest) -> bytes:
-    part = req.files.get("metadata")
+def _metadata_part(form: func.HttpRequest) -> bytes:
+    part = form.files.get("metadata")
     if part is not None:
         return bytes(part.read())
-    text = req.form.get("metadata")
+    text = form.form.get("metadata")
     if text is None:
         raise DataSourceError(400, "metadata", "send a 'metadata' part: the descriptions")
     return str(text).encode("utf-8")
 
 
-def _refused(exc: DataSourceError) -> func.HttpResponse:
+def _refused(exc: DataSourceError) -> Response:
     codes = {400: "invalid_value", 404: "not_found", 409: "conflict"}
     error = ChatError(
         exc.status, exc.message, param=exc.field, code=codes.get(exc.status, "invalid_value")
@@ -189,9 +189,10 @@ def _refused(exc: DataSourceError) -> func.HttpResponse:
     return _http(error_response(error))
 
 
-def _json(body: Any, status: int = 200) -> func.HttpResponse:
+def _json(body: Any, status: int = 200) -> Response:
     return _http(json_response(body, status))
 
 
-def _http(response: Any) -> func.HttpResponse:
-    return func.HttpResponse(response.body, status_code=response.status, headers=response.headers)
+def _http(response: ChatResponse) -> Response:
+    assert isinstance(response.body, bytes)
+    return Response(response.body, status_code=response.status, headers=response.headers)

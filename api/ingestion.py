@@ -13,6 +13,7 @@ from typing import Any
 import azure.durable_functions as df
 import azure.functions as func
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
+from azurefunctions.extensions.http.fastapi import Request, Response
 
 from imagerag import config, manifest, naming
 from imagerag.ingestion import runs, sync_state
@@ -30,6 +31,7 @@ _ACTIVE = {OrchestrationRuntimeStatus.Pending, OrchestrationRuntimeStatus.Runnin
 # orchestration (which just decided to end) to complete, before it can start the next one.
 _START_ATTEMPTS = 120
 _START_PAUSE_S = 0.25
+JSON_TYPE = "application/json; charset=utf-8"
 
 
 @bp.function_name("ingest_metadata_trigger")
@@ -95,7 +97,7 @@ async def metadata_events(
 
 @bp.function_name("list_ingestions")
 @bp.route(route="ingestions", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
-async def list_ingestions(req: func.HttpRequest) -> func.HttpResponse:
+async def list_ingestions(req: Request) -> Response:
     """Every run and notice, newest first: one listing of the run records."""
     settings = config.settings()
     store = config.blob_store(settings)
@@ -106,12 +108,10 @@ async def list_ingestions(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("get_ingestion")
 @bp.route(route="ingestions/{instanceId}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
-async def get_ingestion(
-    req: func.HttpRequest, client: df.DurableOrchestrationClient
-) -> func.HttpResponse:
+async def get_ingestion(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """One run (progress, counts, files read, notices) or notice."""
     record = await _find_record(req)
-    if isinstance(record, func.HttpResponse):
+    if isinstance(record, Response):
         return record
     if record.get("kind") == "run" and record.get("phase") in (runs.PLANNING, runs.INGESTING):
         record = await _unless_failed(client, record)
@@ -122,10 +122,10 @@ async def get_ingestion(
 @bp.route(
     route="ingestions/{instanceId}/report", methods=["GET"], auth_level=func.AuthLevel.FUNCTION
 )
-async def get_ingestion_report(req: func.HttpRequest) -> func.HttpResponse:
+async def get_ingestion_report(req: Request) -> Response:
     """The per-entry report of a finished run (what happened to each entry, and why)."""
     record = await _find_record(req)
-    if isinstance(record, func.HttpResponse):
+    if isinstance(record, Response):
         return record
     report = record.get("report")
     if not isinstance(report, dict):
@@ -137,7 +137,7 @@ async def get_ingestion_report(req: func.HttpRequest) -> func.HttpResponse:
     store = config.blob_store(config.settings())
     # Off the event loop: a large report must not stall the other requests.
     data = await asyncio.to_thread(store.read, report["container"], report["path"])
-    return func.HttpResponse(data, status_code=200, mimetype="application/json", charset="utf-8")
+    return Response(data, status_code=200, media_type=JSON_TYPE)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -235,9 +235,9 @@ def _blob_of(subject: str) -> tuple[str, str] | None:
     return head[len(marker) :], path
 
 
-async def _find_record(req: func.HttpRequest) -> dict[str, Any] | func.HttpResponse:
+async def _find_record(req: Request) -> dict[str, Any] | Response:
     """The run or notice named by the route, or the 400/404 response to send instead."""
-    record_id = req.route_params.get("instanceId", "")
+    record_id = req.path_params.get("instanceId", "")
     if not (naming.is_ingestion_instance_id(record_id) or naming.is_notice_id(record_id)):
         return _error(
             HTTPStatus.BAD_REQUEST,
@@ -288,18 +288,15 @@ def _listed(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _json_response(body: Any, status: int = HTTPStatus.OK) -> func.HttpResponse:
-    return func.HttpResponse(
-        json.dumps(body, ensure_ascii=False),
+def _json_response(body: Any, status: int = HTTPStatus.OK) -> Response:
+    return Response(
+        json.dumps(body, ensure_ascii=False).encode("utf-8"),
         status_code=int(status),
-        mimetype="application/json",
-        charset="utf-8",
+        media_type=JSON_TYPE,
     )
 
 
-def _error(
-    status: HTTPStatus, code: str, message: str, *, field: str | None = None
-) -> func.HttpResponse:
+def _error(status: HTTPStatus, code: str, message: str, *, field: str | None = None) -> Response:
     error: dict[str, str] = {"code": code}
     if field is not None:
         error["field"] = field

@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import azure.functions as func
+from azurefunctions.extensions.http.fastapi import Request, Response
 
 bp = func.Blueprint()
 
@@ -53,21 +54,19 @@ SECURITY_HEADERS = {
     # Static files: a browser's page load cannot send a function key (the API calls do).
     auth_level=func.AuthLevel.ANONYMOUS,
 )
-def playground(req: func.HttpRequest) -> func.HttpResponse:
+def playground(req: Request) -> Response:
     """``GET /api/playground/`` (the page) and ``/api/playground/<file>`` (its script, style)."""
-    relative = req.route_params.get("path") or ""
+    relative = req.path_params.get("path") or ""
     if not relative:
-        url = urlsplit(req.url)
+        url = urlsplit(str(req.url))
         if not url.path.endswith("/"):
             # The page links its files relatively: it must be loaded from ".../playground/".
             location = url.path + "/" + (f"?{url.query}" if url.query else "")
-            return func.HttpResponse(
-                status_code=308, headers={"Location": location, **SECURITY_HEADERS}
-            )
+            return Response(status_code=308, headers={"Location": location, **SECURITY_HEADERS})
         relative = INDEX
     file = resolve(relative)
     if file is None:
-        return func.HttpResponse(
+        return Response(
             "not found",
             status_code=404,
             headers={"Content-Type": "text/plain; charset=utf-8", **SECURITY_HEADERS},
@@ -78,9 +77,9 @@ def playground(req: func.HttpRequest) -> func.HttpResponse:
     if file.suffix == ".html":
         headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     if etag in _etags(req.headers.get("If-None-Match", "")):
-        return func.HttpResponse(status_code=304, headers=headers)
+        return Response(status_code=304, headers=headers)
     headers["Content-Type"] = CONTENT_TYPES[file.suffix]
-    return func.HttpResponse(data, status_code=200, headers=headers)
+    return Response(data, status_code=200, headers=headers)
 
 
 def resolve(relative: str, root: Path = WEB_ROOT) -> Path | None:

@@ -1,17 +1,20 @@
-"""End-to-end ingestion throughput through devhost, against the limits that bound it.
+"""End-to-end ingestion through devhost: does the rate hold over the run, and does memory?
 
-    .venv/bin/python bench/ingest.py [--images 400] [--cloud-images 200]
+    .venv/bin/python bench/ingest.py [--images 2000] [--cloud-images 0]
 
-Starts its own Azurite and devhost on free ports and prints two runs, each timed from the
-upload of metadata.json to the orchestration's Completed status:
+Starts its own Azurite and devhost on free ports (bench/stack.py), uploads ``--images``
+distinct procedural 320x240 JPEGs (tests/sample_images.py) and one metadata.json, and follows
+the run as a person would: one status request for the run (``GET /api/ingestions/{id}``) and
+one list request (``GET /api/ingestions``) per second, no more, so it measures the pipeline and
+not its own polling. From the counts the status route reports it prints the images/s of each
+tenth of the run, devhost's resident memory at each tenth and its peak, and how long the two
+routes took while the run was going on.
 
-1. local: the EfficientNet-Lite0 vectorizer and the embedded index, compared with the raw
-   model's batch throughput measured in the same run (ratio = how close the whole pipeline
-   gets to the model alone);
-2. simulated cloud: the Azure AI Vision adapter against a local stand-in that allows 20
-   requests/s with 100 ms latency (ratio = achieved images/s / 20).
+With ``--cloud-images N`` it also runs N images through the Azure AI Vision adapter against a
+local stand-in (20 requests/s, 100 ms latency): ratio = achieved images/s / 20.
 
-Pictures are procedural 320x240 JPEGs (tests/sample_images.py), all different.
+Last line: ``RESULT images=... seconds=... images_per_s=... tenth_rates=r1,...,r10
+last_over_first=... peak_rss_mb=... rss_tenths_mb=... status_p95_ms=... list_p95_ms=...``
 """
 
 from __future__ import annotations
@@ -19,173 +22,165 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import subprocess
+import statistics
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import requests
-from azure.storage.blob import BlobServiceClient
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
 
 from fakes.vision_service import FakeVisionService  # noqa: E402
 from sample_images import picture_bytes  # noqa: E402
+from stack import PeakRss, Stack, rss_mb  # noqa: E402
 
-from imagerag.adapters import local_vectorizer  # noqa: E402
+from imagerag import naming  # noqa: E402
 
-# Azurite's public development key (not a secret: it opens only the local emulator).
-KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-BATCH = 32
-FINISHED = ("completed", "superseded", "rejected")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+FINISHED = ("completed", "superseded", "rejected", "failed")
+POLL_S = 1.0
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.05) -> None:
+@dataclass
+class Watch:
+    """What the polling client saw: (seconds since upload, done) and route latencies."""
+
+    samples: list[tuple[float, int]] = field(default_factory=list)
+    rss: list[tuple[float, float]] = field(default_factory=list)
+    status_ms: list[float] = field(default_factory=list)
+    list_ms: list[float] = field(default_factory=list)
+    final: dict = field(default_factory=dict)
+
+
+def timed_get(session: requests.Session, url: str, into: list[float]) -> requests.Response:
+    started = time.perf_counter()
+    response = session.get(url, timeout=60)
+    into.append((time.perf_counter() - started) * 1000)
+    return response
+
+
+def follow(base: str, run_id: str, pid: int, started: float, timeout: float) -> Watch:
+    """Poll the run's status route and the list route once per second until the run ends."""
+    watch = Watch()
+    session = requests.Session()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except Exception:  # not up yet
-            pass
-        time.sleep(interval)
-    raise TimeoutError(predicate)
+        tick = time.monotonic()
+        timed_get(session, f"{base}/api/ingestions", watch.list_ms)
+        response = timed_get(session, f"{base}/api/ingestions/{run_id}", watch.status_ms)
+        now = time.monotonic() - started
+        watch.rss.append((now, rss_mb(pid)))
+        if response.status_code == 200:
+            record = response.json()
+            watch.samples.append((now, int(record.get("done") or 0)))
+            if len(watch.samples) % 30 == 0:
+                print(f"  {now:7.1f} s: {watch.samples[-1][1]} done", flush=True)
+            if record.get("phase") in FINISHED:
+                watch.final = record
+                return watch
+        time.sleep(max(0.0, POLL_S - (time.monotonic() - tick)))
+    raise SystemExit(f"run {run_id} did not finish in {timeout:.0f} s")
 
 
-def raw_model_throughput(pictures: list[bytes]) -> tuple[float, float]:
-    """(preprocess images/s on one thread, model images/s at batch 32 on preprocessed input)."""
-    model = local_vectorizer.load_model()
-    started = time.perf_counter()
-    arrays = [local_vectorizer.preprocess(p) for p in pictures]
-    preprocess_rate = len(arrays) / (time.perf_counter() - started)
-    local_vectorizer.embed_batch(model, np.stack(arrays[:BATCH]))  # warm-up
-    started = time.perf_counter()
-    for start in range(0, len(arrays), BATCH):
-        local_vectorizer.embed_batch(model, np.stack(arrays[start : start + BATCH]))
-    return preprocess_rate, len(arrays) / (time.perf_counter() - started)
+def crossing(samples: list[tuple[float, int]], count: float) -> float:
+    """When ``done`` reached ``count``, interpolated between the two polls around it."""
+    previous = (0.0, 0)
+    for t, done in samples:
+        if done >= count:
+            (t0, d0), (t1, d1) = previous, (t, done)
+            return t0 + (t1 - t0) * (count - d0) / max(d1 - d0, 1)
+        previous = (t, done)
+    return samples[-1][0]
 
 
-def ingest(
-    service: BlobServiceClient,
-    connection: str,
-    scratch: Path,
-    container: str,
-    count: int,
-    extra_env: dict[str, str],
-) -> float:
-    """Upload ``count`` pictures + metadata.json, run devhost until Completed; seconds taken."""
-    images = service.get_container_client(container)
-    images.create_container()
+def tenths(watch: Watch, total: int) -> tuple[list[float], list[float]]:
+    """Images/s of each tenth of the run, and devhost's RSS when each tenth ended."""
+    times = [0.0] + [crossing(watch.samples, total * k / 10) for k in range(1, 11)]
+    rates = [(total / 10) / max(b - a, 1e-9) for a, b in zip(times, times[1:], strict=False)]
+    rss = []
+    for t in times[1:]:
+        at = [mb for when, mb in watch.rss if when <= t + 1e-9]
+        rss.append(at[-1] if at else watch.rss[0][1])
+    return rates, rss
+
+
+def upload_pictures(stack: Stack, container: str, count: int) -> list[str]:
+    client = stack.blob_service.get_container_client(container)
+    client.create_container()
     paths = [f"set/{i:05d}.jpg" for i in range(count)]
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda ip: images.upload_blob(ip[1], picture_bytes(ip[0])), enumerate(paths)))
+        list(pool.map(lambda ip: client.upload_blob(ip[1], picture_bytes(ip[0])), enumerate(paths)))
+    return paths
 
-    port = free_port()
-    env = dict(
-        os.environ,
-        AzureWebJobsStorage=connection,
-        IMAGES_CONTAINER=container,
-        WORK_CONTAINER=f"{container}-work",
-        LOCAL_DATA_DIR=str(scratch / "data"),
-        **extra_env,
-    )
-    with open(scratch / f"devhost-{container}.log", "wb") as log:
-        host = subprocess.Popen(
-            [sys.executable, "-m", "devhost", "--port", str(port)]
-            + ["--state-dir", str(scratch / f"state-{container}"), "--blob-poll-interval", "0.2"],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            wait_until(lambda: requests.get(f"{base}/admin/host/status", timeout=1).ok, 60)
-            manifest = [{"image_blob_path": p, "description": f"photo {p}"} for p in paths]
-            started = time.perf_counter()
-            images.upload_blob("metadata.json", json.dumps(manifest).encode())
 
-            def completed() -> bool:
-                found = requests.get(f"{base}/api/ingestions", timeout=10).json()["value"]
-                return bool(found) and found[0]["phase"] in FINISHED
+def run(stack: Stack, container: str, paths: list[str], timeout: float) -> tuple[Watch, float]:
+    """Drop metadata.json and follow the run; (what was seen, peak RSS in MB)."""
+    manifest = [{"image_blob_path": p, "description": f"photo {p}"} for p in paths]
+    run_id = naming.run_id(container, 1)  # the first run of a fresh container
+    with PeakRss(stack.devhost_pid, interval=0.2) as peak:
+        started = time.monotonic()
+        client = stack.blob_service.get_container_client(container)
+        client.upload_blob("metadata.json", json.dumps(manifest).encode())
+        watch = follow(stack.base_url, run_id, stack.devhost_pid, started, timeout)
+    counts = watch.final.get("byStatus", {})
+    if watch.final.get("phase") != "completed" or counts.get("indexed") != len(paths):
+        raise SystemExit(f"the run did not index every image: {watch.final}")
+    return watch, peak.peak_mb
 
-            wait_until(completed, 3600, interval=1.0)
-            seconds = time.perf_counter() - started
-            latest = requests.get(f"{base}/api/ingestions", timeout=10).json()["value"][0]
-            record = requests.get(f"{base}/api/ingestions/{latest['instanceId']}", timeout=10)
-            found = record.json()
-            if found["phase"] != "completed" or found["byStatus"]["indexed"] != count:
-                raise SystemExit(f"ingestion did not index every image: {found}")
-            return seconds
-        finally:
-            host.terminate()
-            host.wait(10)
+
+def p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20)[18] if len(values) >= 2 else values[0]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=400, help="pictures in the local run")
-    parser.add_argument("--cloud-images", type=int, default=200, help="pictures, cloud run")
+    parser.add_argument("--cloud-images", type=int, default=0, help="pictures, cloud run")
+    parser.add_argument("--timeout", type=float, default=7200, help="seconds for one run")
     args = parser.parse_args()
+    if args.images < 10:
+        raise SystemExit("--images must be at least 10 (the run is cut in tenths)")
 
     scratch = Path(tempfile.mkdtemp(prefix="ingest-bench-"))
-    blob_port = free_port()
-    connection = (
-        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-        f"AccountKey={KEY};BlobEndpoint=http://127.0.0.1:{blob_port}/devstoreaccount1;"
-    )
-    azurite = subprocess.Popen(
-        [str(REPO / "node_modules/.bin/azurite-blob"), "--blobHost", "127.0.0.1"]
-        + ["--blobPort", str(blob_port), "--location", str(scratch / "azurite")]
-        + ["--skipApiVersionCheck", "--loose", "--silent", "--disableTelemetry"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        service = BlobServiceClient.from_connection_string(connection)
-        wait_until(lambda: service.get_account_information() is not None, 30)
+    env = {"IMAGES_CONTAINER": "images", "WORK_CONTAINER": "images-work"}
+    with Stack(scratch, env=env) as stack:
+        paths = upload_pictures(stack, "images", args.images)
+        watch, peak = run(stack, "images", paths, args.timeout)
+    seconds = crossing(watch.samples, args.images)
+    rates, rss = tenths(watch, args.images)
 
-        pictures = [picture_bytes(seed) for seed in range(min(args.images, 256))]
-        preprocess_rate, model_rate = raw_model_throughput(pictures)
-        local_seconds = ingest(service, connection, scratch, "local", args.images, {})
-        local_rate = args.images / local_seconds
-
+    cloud = ""
+    if args.cloud_images:
         with FakeVisionService(key="bench-key", rate_limit_tps=20, latency_s=0.1) as vision:
-            cloud_env = {"AZURE_VISION_ENDPOINT": vision.endpoint, "AZURE_VISION_KEY": "bench-key"}
-            cloud_seconds = ingest(
-                service, connection, scratch, "cloud", args.cloud_images, cloud_env
-            )
-            throttled = vision.count(429)
-            violations = len(vision.violations)
-        cloud_rate = args.cloud_images / cloud_seconds
+            cloud_env = env | {"AZURE_VISION_ENDPOINT": vision.endpoint}
+            cloud_env["AZURE_VISION_KEY"] = "bench-key"
+            with Stack(scratch / "cloud", env=cloud_env) as stack:
+                cloud_paths = upload_pictures(stack, "images", args.cloud_images)
+                cloud_watch, _ = run(stack, "images", cloud_paths, args.timeout)
+            cloud_rate = args.cloud_images / crossing(cloud_watch.samples, args.cloud_images)
+            cloud = f" cloud_images_per_s={cloud_rate:.2f} cloud_ratio={cloud_rate / 20:.2f}"
+            print(f"stand-in: {vision.count(429)} x 429, {len(vision.violations)} violations")
 
-        print(f"cores: {os.cpu_count()}   devhost logs: {scratch}")
-        print(f"{'measure':<58} {'images/s':>9} {'ratio':>7}")
-        print(f"{'raw model, batch 32, preprocessed input (same run)':<58} {model_rate:>9.1f}")
-        print(f"{'preprocessing (decode + resize), one thread':<58} {preprocess_rate:>9.1f}")
-        print(
-            f"{f'local pipeline, {args.images} images, upload -> Completed':<58} "
-            f"{local_rate:>9.1f} {local_rate / model_rate:>7.2f}"
-        )
-        print(
-            f"{f'cloud pipeline, {args.cloud_images} images, Vision stand-in 20 TPS/100 ms':<58} "
-            f"{cloud_rate:>9.1f} {cloud_rate / 20:>7.2f}"
-        )
-        print(f"stand-in answered {throttled} x 429, {violations} contract violations")
-    finally:
-        azurite.terminate()
-        azurite.wait(10)
+    print(f"cores: {os.cpu_count()}   devhost log: {scratch}/devhost.log")
+    print(f"{'tenth':>5} {'images/s':>9} {'RSS MB':>8}")
+    for k, (rate, mb) in enumerate(zip(rates, rss, strict=True), start=1):
+        print(f"{k:>5} {rate:>9.2f} {mb:>8.0f}")
+    print(
+        f"status route {len(watch.status_ms)} calls p95 {p95(watch.status_ms):.1f} ms; "
+        f"list route {len(watch.list_ms)} calls p95 {p95(watch.list_ms):.1f} ms"
+    )
+    print(
+        f"RESULT images={args.images} seconds={seconds:.1f} "
+        f"images_per_s={args.images / seconds:.2f} "
+        f"tenth_rates={','.join(f'{r:.2f}' for r in rates)} "
+        f"last_over_first={rates[-1] / rates[0]:.2f} peak_rss_mb={peak:.0f} "
+        f"rss_tenths_mb={','.join(f'{mb:.0f}' for mb in rss)} "
+        f"status_p95_ms={p95(watch.status_ms):.1f} list_p95_ms={p95(watch.list_ms):.1f}{cloud}"
+    )
 
 
 if __name__ == "__main__":

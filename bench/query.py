@@ -23,6 +23,7 @@ Reported per size (milliseconds, p50 / p95 over the queries, after one warm-up q
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import json
 import os
@@ -40,7 +41,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-import azure.functions as func  # noqa: E402
+from fastapi_request import fastapi_request  # noqa: E402
 from sample_images import altered_copy, picture_bytes  # noqa: E402
 
 from imagerag import config, retrieval  # noqa: E402
@@ -155,18 +156,16 @@ def measure(settings: config.Settings, name: str, queries: list[bytes]) -> dict[
     vectorize, search, total, endpoint = [], [], [], []
     hits_first = 0
     for i, query in enumerate([queries[0], *queries]):
-        request = func.HttpRequest(
-            method="POST",
-            url="http://127.0.0.1:7071/api/chat/completions",
+        request = fastapi_request(
+            "POST",
+            "http://127.0.0.1:7071/api/chat/completions",
             headers={"Content-Type": "application/json"},
-            params={},
-            route_params={},
             body=chat_body(query, name),
         )
         start = time.perf_counter()
-        response = chat_completions(request)
+        response = asyncio.run(chat_completions(request))
         handled = time.perf_counter() - start
-        assert response.status_code == 200, response.get_body()[:300]
+        assert response.status_code == 200, response.body[:300]
         if i == 0:
             continue  # warm-up: model load, vector matrix load, FTS reader
         vectorized, retrieved = timings[-1]
@@ -174,7 +173,7 @@ def measure(settings: config.Settings, name: str, queries: list[bytes]) -> dict[
         search.append(retrieved - vectorized)
         total.append(retrieved)
         endpoint.append(handled)
-        citations = json.loads(response.get_body())["choices"][0]["message"]["context"]
+        citations = json.loads(response.body)["choices"][0]["message"]["context"]
         first = citations["citations"][0]["filepath"] if citations["citations"] else ""
         hits_first += first in planted_paths[f"pictures/{(i - 1) % REAL_PICTURES}"]
     imagerag.chat.completion.retrieve = inner

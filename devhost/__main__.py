@@ -5,10 +5,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import sys
+import threading
 from pathlib import Path
+from types import FrameType
 
 from .host import DevHost
+
+log = logging.getLogger("devhost")
+
+# Once asked to stop (SIGTERM, Ctrl-C), the host is gone within this many seconds whatever it
+# was doing: threads stuck in I/O are not waited for. Nothing is lost by cutting them short:
+# orchestration state is written in transactions, and a restart runs again every activity
+# that had not reported (activities are at-least-once and idempotent), as after a crash.
+STOP_GRACE_S = 8.0
 
 
 def parse_args() -> argparse.Namespace:
@@ -53,13 +65,40 @@ async def serve(args: argparse.Namespace) -> None:
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stopping.is_set():  # asked twice: go now
+            _exit_now()
+        stopping.set()
+        threading.Thread(target=_exit_after, args=(STOP_GRACE_S,), daemon=True).start()
+        loop.call_soon_threadsafe(stop.set)
+
+    # Plain handlers, not loop.add_signal_handler: they also run while start() blocks the
+    # loop (importing the function app and its models takes seconds).
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        signal.signal(signum, on_signal)
     await host.start()
     try:
         await stop.wait()
     finally:
         await host.stop()
+
+
+def _exit_after(seconds: float) -> None:
+    """Runs on a daemon thread: ends the process if the orderly stop has not ended it."""
+    threading.Event().wait(seconds)
+    log.warning("still stopping after %g s (work in progress): exiting now", seconds)
+    _exit_now()
+
+
+def _exit_now() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(0)
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from .durable.http_api import client_binding, durable_routes
 from .durable.store import DurableStore
 from .event_grid import EventGridWatcher
 from .functions import Invoker, load_function_app
-from .http_functions import http_routes, make_handler
+from .http_functions import http_routes, http_streams_enabled, make_handler
 from .settings import HostOptions, load_local_settings, local_host_settings
 
 log = logging.getLogger("devhost")
@@ -84,7 +84,9 @@ class DevHost:
         app.router.add_routes(durable_routes(self._engine))
         app.router.add_get("/admin/host/status", _host_status)
         app.router.add_route(
-            "*", f"/{options.route_prefix}/{{tail:.*}}", make_handler(routes, invoker, binding)
+            "*",
+            f"/{options.route_prefix}/{{tail:.*}}",
+            make_handler(routes, invoker, binding, streams=http_streams_enabled()),
         )
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()

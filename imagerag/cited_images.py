@@ -22,6 +22,23 @@ from imagerag.ports import (
     InvalidBlobNameError,
 )
 
+# The types the app indexes, by their first bytes (enough to name a type for a browser).
+_MAGIC = (
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"BM", "image/bmp"),
+    (b"II*\x00", "image/tiff"),
+    (b"MM\x00*", "image/tiff"),
+)
+HEAD_BYTES = 8
+
+
+def type_from_head(head: bytes) -> str | None:
+    """The image type the first bytes name (JPEG, PNG, GIF, BMP, TIFF), or None."""
+    return next((mime for magic, mime in _MAGIC if head.startswith(magic)), None)
+
 
 @dataclass(frozen=True, slots=True)
 class CitedImage:

@@ -341,6 +341,8 @@ def chat_dependencies(settings: Settings, *, image_route: str) -> ChatDependenci
         image_policy=ImageUrlPolicy(allowlist=settings.chat_image_url_allowlist),
         citation_url=url_of,
         mapping_for=mapping_for,
+        search_endpoint=settings.search_endpoint,
+        vectorizer_endpoint=settings.vision_endpoint,
     )
 
 

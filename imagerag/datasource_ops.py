@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from imagerag import images, manifest
+from imagerag import images, manifest, naming
 from imagerag.datasources import (
     KINDS,
     DataSource,
@@ -220,7 +220,7 @@ def describe(store: BlobStore, work_container: str, source: DataSource) -> dict[
     if source.kind == "search_index" or source.container is None:
         return body | {"state": "ready"}
     state = sync_state.read_state(store, work_container, source.container)
-    latest = _latest_run(store, work_container, source.container)
+    latest = _latest_run(store, work_container, source.container, int(state["runs"]))
     body["last_ingestion"] = None
     if latest is not None:
         body["last_ingestion"] = {
@@ -235,10 +235,14 @@ def describe(store: BlobStore, work_container: str, source: DataSource) -> dict[
     return body | {"state": "ready"}
 
 
-def _latest_run(store: BlobStore, work_container: str, container: str) -> dict[str, Any] | None:
-    listed = [
-        s
-        for s in runs.list_records(store, work_container)
-        if s.get("kind") == "run" and s.get("container") == container
-    ]
-    return runs.read_record(store, work_container, str(listed[0]["id"])) if listed else None
+def _latest_run(
+    store: BlobStore, work_container: str, container: str, begun: int
+) -> dict[str, Any] | None:
+    """The record of the container's latest run: its runs are numbered one after the other,
+    so this is one read, however many runs any container has had (the run that just began
+    may not have written its record yet: then the one before)."""
+    for number in range(begun, max(begun - 2, 0), -1):
+        record = runs.read_record(store, work_container, naming.run_id(container, number))
+        if record is not None:
+            return record
+    return None

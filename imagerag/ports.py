@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 from typing import Any, Protocol
 
 
@@ -229,6 +230,10 @@ class FieldMapping:
     title_field: str | None = "title"
     url_field: str | None = "url"
     filepath_field: str | None = "filepath"
+    # Vectors of the content text (searched with the text's vector instead of the image
+    # fields); empty: text vectors search the image fields (text and images share a space).
+    vector_fields: tuple[str, ...] = ()
+    content_fields_separator: str = "\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +262,10 @@ class IndexModelMismatchError(ImageIndexError):
 
 class InvalidFilterError(ImageIndexError, ValueError):
     """A search filter the index cannot evaluate (syntax or unsupported construct)."""
+
+
+class SemanticConfigurationError(ImageIndexError, ValueError):
+    """A semantic configuration the index does not have (or an index without a ranker)."""
 
 
 class FieldMappingError(ImageIndexError, ValueError):
@@ -330,8 +339,12 @@ class ImageIndex(Protocol):
         top: int,
         fields: FieldMapping = FieldMapping(),
         filter: str | None = None,
+        semantic: bool = False,
+        semantic_configuration: str | None = None,
     ) -> list[SearchHit]:
-        """Full-text over the content fields, best first."""
+        """Full-text over the content fields, best first. ``semantic``: rerank with the
+        service's semantic ranker (``semantic_configuration``, else the index's default);
+        SemanticConfigurationError when the index cannot."""
         ...
 
     def optimize(self) -> None:
@@ -378,6 +391,32 @@ class AnswerRequest:
     in_scope: bool
 
 
+@dataclass(frozen=True, slots=True)
+class GenerationOptions:
+    """The request's generation parameters (chat-completions names); None: not given."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    user: str | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, int] | None = None
+    response_format: dict[str, Any] | None = None
+
+    def given(self) -> dict[str, Any]:
+        """The parameters the client set, by name (as the chat-completions API spells them)."""
+        unset = GenerationOptions()
+        names = [f.name for f in dataclass_fields(self)]
+        return {n: getattr(self, n) for n in names if getattr(self, n) != getattr(unset, n)}
+
+
+NO_OPTIONS = GenerationOptions()
+
+
 class AnswererError(Exception):
     """The answering model failed; ``status`` is the upstream HTTP status when known and
     ``retry_after_s`` its Retry-After hint when it gave one."""
@@ -403,7 +442,15 @@ class Answerer(Protocol):
         """Whether ``GroundingDocument.image_url`` is used (else callers need not load images)."""
         ...
 
-    def stream_answer(self, request: AnswerRequest) -> Iterator[str]:
+    @property
+    def honoured_options(self) -> frozenset[str]:
+        """The GenerationOptions names this answerer applies; the endpoint refuses others."""
+        ...
+
+    def stream_answer(
+        self, request: AnswerRequest, *, options: GenerationOptions = GenerationOptions()
+    ) -> Iterator[str]:
         """Text deltas of the answer; AnswererError when the model fails (possibly after some
-        deltas were already produced)."""
+        deltas were already produced). A generator may return the finish reason ("stop",
+        "length"); returning nothing means "stop"."""
         ...

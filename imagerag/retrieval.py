@@ -14,7 +14,8 @@ Strictness rule (documented for users in :data:`STRICTNESS_RULE`):
   strictness AND at least ``best - gap`` where ``best`` is that list's top score (relative cut:
   weak tails of a strong match are dropped even when they clear the floor);
 - a full-text hit passes if its rank in the text list is within the strictness's rank limit
-  (engine text scores are not comparable across queries, so rank is the only fair cut);
+  (engine text scores are not comparable across queries, so rank is the only fair cut) and its
+  content covers enough of the query's content words, IDF-weighted (:func:`covering_hits`);
 - a document is kept if it passes in at least one list; the rest are reported with
   ``filter_reason: "score"``. Kept documents are ordered by fused score; ``top_n`` are returned.
 """
@@ -23,18 +24,25 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from imagerag.ports import (
     FieldMapping,
+    FieldMappingError,
     ImageIndex,
+    ImageIndexError,
     IndexModelMismatchError,
+    IndexNotFoundError,
+    InvalidFilterError,
     ModelInfo,
     SearchHit,
+    SemanticConfigurationError,
     Vectorizer,
     VectorizerInputError,
+    VectorizerUnavailableError,
 )
 
 logger = logging.getLogger(__name__)
@@ -64,15 +72,17 @@ class Thresholds:
     gap: tuple[float, float, float, float, float]
 
 
-# efficientnet-lite0, measured on 40 procedural pictures (tests/sample_images.py): a 0.85
-# centre crop re-encoded at quality 70 scores 0.82-0.97 (mean 0.91) against its original and
-# ranks it first every time; other pictures score 0.67 on average, 0.83 at the 99th
-# percentile, 0.87 at most (pooled features are non-negative, so nothing is near 0).
+# efficientnet-lite0 (R-MAC descriptor), measured on bench/retrieval_quality.py's set (120
+# real photo tiles, their quadrants indexed as hard negatives, 600 edited copies re-encoded at
+# JPEG quality 30): a copy scores 0.50 / 0.64 / 0.84 against its original (1st / 5th / 50th
+# percentile); the best document of another photo 0.54 median, 0.66 at the 95th percentile,
+# 0.75 at most. Floors 0.55 / 0.65 / 0.72 / 0.8 keep 98% / 94% / 84% / 62% of the originals
+# and let the best other-photo document through for 41% / 6% / 0.7% / 0% of the queries.
 # azure-ai-vision (1024-d) is not measurable here: its values follow the published behaviour
 # (unrelated photos about 0.3-0.5, near-duplicates above 0.85, text-to-image 0.2-0.35).
 _THRESHOLDS: dict[str, Thresholds] = {
     "efficientnet-lite0": Thresholds(
-        image_floor=(0.0, 0.6, 0.7, 0.78, 0.85),
+        image_floor=(0.0, 0.55, 0.65, 0.72, 0.8),
         text_vector_floor=(0.0, 0.0, 0.0, 0.0, 0.0),
         gap=(1.0, 0.3, 0.2, 0.12, 0.06),
     ),
@@ -94,7 +104,8 @@ _TEXT_RANK_LIMIT = (50, 20, 10, 5, 3)
 
 STRICTNESS_RULE = (
     "vector hits pass when cosine >= the model's floor for the strictness and >= best - gap; "
-    "full-text hits pass when their rank is within the strictness's rank limit; a document "
+    "full-text hits pass when their rank is within the strictness's rank limit and they hold "
+    "enough of the question's content words (IDF-weighted); a document "
     "passes if it passes in any list"
 )
 
@@ -105,6 +116,57 @@ def thresholds_for(model_name: str | None) -> Thresholds:
 
 def text_rank_limit(strictness: int) -> int:
     return _TEXT_RANK_LIMIT[strictness - 1]
+
+
+# --------------------------------------------------------------------------- text coverage
+
+# Words that name no subject: function words and the requests a subject is wrapped in
+# ("show me", "find a picture of"). The engine stems ("show" finds "showing"), so a hit on
+# these alone is no evidence that the picture shows what was asked.
+_STOP_WORDS = frozenset(
+    """a about all an and any are as at be by can could did do does each find for from get
+    give has have here how i image images in is it its like look looking me my of on or
+    photo photos picture pictures please see show showing shows some that the their them
+    there these this those to us want was we what where which who with would you your""".split()
+)
+# The share of the query's content words (IDF-weighted) a full-text hit must contain to pass.
+_TEXT_COVERAGE = (0.0, 0.34, 0.5, 0.67, 0.85)
+_WORD = re.compile(r"\w+")
+
+
+def covering_hits(query: str, hits: Sequence[SearchHit], strictness: int) -> list[SearchHit]:
+    """The full-text hits whose content covers enough of the query's content words.
+
+    A word's weight is its inverse document frequency among the hits the engine returned
+    (rare words say more: "elephant" outweighs "purple" when only "purple" is found). A query
+    with no content words ("what is this?") puts no condition."""
+    words = content_words(query)
+    need = _TEXT_COVERAGE[strictness - 1]
+    if not words or need == 0:
+        return list(hits)
+    contents = [set(content_words(hit.content)) for hit in hits]
+    size = len(hits) + 1
+    idf = {w: math.log(1 + size / (1 + sum(w in c for c in contents))) for w in words}
+    total = sum(idf.values())
+    return [
+        hit
+        for hit, found in zip(hits, contents, strict=True)
+        if sum(idf[w] for w in words if w in found) >= need * total
+    ]
+
+
+def content_words(text: str) -> list[str]:
+    """The stems of the words of ``text`` that are not stop words, each once."""
+    words = (w for w in _WORD.findall(text.lower()) if w not in _STOP_WORDS)
+    return list(dict.fromkeys(_stem(w) for w in words))
+
+
+def _stem(word: str) -> str:
+    """Plural and verb endings off, as the engines' English analysers do (roughly)."""
+    for suffix in ("ing", "ed", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
 
 
 # --------------------------------------------------------------------------- query
@@ -190,6 +252,7 @@ class RankedList:
     name: ListName
     hits: list[SearchHit]
     weight: float = 1.0
+    query: str = ""  # the text searched (full-text lists: for the coverage rule)
 
 
 def rrf(lists: Sequence[RankedList], k: int = RRF_K) -> dict[str, float]:
@@ -212,7 +275,8 @@ def passing_ids(ranked: RankedList, strictness: int, model_name: str | None) -> 
         raise ValueError(f"strictness {strictness} is not in 1..5")
     level = strictness - 1
     if ranked.name == "text":
-        return {hit.id for hit in ranked.hits[: text_rank_limit(strictness)]}
+        within = ranked.hits[: text_rank_limit(strictness)]
+        return {hit.id for hit in covering_hits(ranked.query, within, strictness)}
     limits = thresholds_for(model_name)
     floor = (limits.image_floor if ranked.name == "image" else limits.text_vector_floor)[level]
     if not ranked.hits:
@@ -248,6 +312,8 @@ class SearchOptions:
     fields: FieldMapping = FieldMapping()
     filter: str | None = None
     query_type: str = "vector_simple_hybrid"
+    semantic_configuration: str | None = None
+    allow_partial_result: bool = False
 
 
 def check_model(index: ImageIndex, vectorizer: Vectorizer) -> ModelInfo | None:
@@ -272,6 +338,36 @@ def check_model(index: ImageIndex, vectorizer: Vectorizer) -> ModelInfo | None:
     return index_model
 
 
+class QueryTypeError(ValueError):
+    """The prompt has nothing the query type can search (e.g. only an image for "simple")."""
+
+
+# What each query_type searches (the same on both index adapters):
+# - simple: the text, full-text only; an image in the prompt is not searched (it still goes
+#   to the answering model); an image-only prompt is refused.
+# - semantic: as simple, the full-text list reranked by the semantic ranker.
+# - vector: vectors only: the image by image similarity, the text by its embedding
+#   (refused when neither can be vectorized, e.g. a model without a text encoder).
+# - vector_simple_hybrid (default): the image vector, the text vector and full-text, fused.
+# - vector_semantic_hybrid: as vector_simple_hybrid, the full-text list reranked semantically.
+QUERY_PLANS: dict[str, tuple[bool, bool, bool]] = {
+    # query_type: (vectors, full-text, semantic ranker)
+    "simple": (False, True, False),
+    "semantic": (False, True, True),
+    "vector": (True, False, False),
+    "vector_simple_hybrid": (True, True, False),
+    "vector_semantic_hybrid": (True, True, True),
+}
+# Errors of the request itself: every query would fail alike, partial results or not.
+_REQUEST_ERRORS = (
+    IndexNotFoundError,
+    IndexModelMismatchError,
+    InvalidFilterError,
+    FieldMappingError,
+    SemanticConfigurationError,
+)
+
+
 def retrieve(
     *,
     text: str,
@@ -280,42 +376,114 @@ def retrieve(
     index: ImageIndex,
     options: SearchOptions,
 ) -> RetrievalResult:
-    """Search the index with the query's image and text, fuse, apply strictness, keep top_n."""
+    """Search the index as the query type says, fuse, apply strictness, keep top_n."""
     check_model(index, vectorizer)
     model = vectorizer.model
-    candidates = max(MIN_CANDIDATES, options.top_n * CANDIDATES_PER_RESULT)
-    text_weight = TEXT_WEIGHT_WITH_IMAGE if image is not None else 1.0
-    lists: list[RankedList] = []
-    queries: dict[str, str] = {}
-
-    def search_vector(vector: list[float]) -> list[SearchHit]:
-        return index.vector_search(
-            vector, top=candidates, fields=options.fields, filter=options.filter
-        )
-
-    if image is not None:
-        image_vector = vectorizer.vectorize_image(image, interactive=True)
-        lists.append(RankedList("image", search_vector(image_vector)))
-        queries["image"] = "<image>"
+    vectors, full_text, semantic = QUERY_PLANS[options.query_type]
     wants_text = bool(text.strip())
-    if wants_text and model.supports_text and options.query_type != "simple":
-        try:
-            vector: list[float] | None = vectorizer.vectorize_text(text, interactive=True)
-        except VectorizerInputError:
-            # e.g. Vision embeds 1..70 words: a longer question is still searched as text.
-            logger.info("text not vectorized (refused by the model); full-text only")
-            vector = None
-        if vector is not None:
-            lists.append(RankedList("text_vector", search_vector(vector), text_weight))
-            queries["text_vector"] = text
-    # query_type "vector" skips full-text only when a vector query exists (a text question
-    # to a model without a text encoder would otherwise search nothing).
-    vector_only = options.query_type == "vector" and lists
-    if wants_text and not vector_only:
-        hits = index.text_search(text, top=candidates, fields=options.fields, filter=options.filter)
-        lists.append(RankedList("text", hits, text_weight))
-        queries["text"] = text
+    if not vectors and not wants_text:
+        raise QueryTypeError(
+            f"query_type {options.query_type!r} searches text and the prompt has only an image; "
+            "use vector or a vector_* hybrid"
+        )
+    text_weight = TEXT_WEIGHT_WITH_IMAGE if image is not None else 1.0
+    searches: list[tuple[ListName, str, float, Callable[[], list[SearchHit]]]] = []
+    if vectors and image is not None:
+        searches.append(
+            ("image", "<image>", 1.0, lambda: _image_search(image, vectorizer, index, options))
+        )
+    if vectors and wants_text and model.supports_text:
+        searches.append(
+            (
+                "text_vector",
+                text,
+                text_weight,
+                lambda: _text_vector_search(text, vectorizer, index, options),
+            )
+        )
+    if not full_text and not searches:
+        raise QueryTypeError(
+            f"query_type 'vector' needs a prompt image or a vectorizer that embeds text; "
+            f"{model.name} does not embed text"
+        )
+    if full_text and wants_text:
+        searches.append(
+            ("text", text, text_weight, lambda: _full_text_search(text, index, options, semantic))
+        )
+    lists = _run_searches(searches, options.allow_partial_result)
+    queries: dict[str, str] = {ranked.name: ranked.query for ranked in lists}
     return fuse(lists, options, model.name, queries)
+
+
+def _run_searches(
+    searches: list[tuple[ListName, str, float, Callable[[], list[SearchHit]]]],
+    allow_partial: bool,
+) -> list[RankedList]:
+    """Every search, in order; with allow_partial_result a failing one is left out unless
+    all of them fail (as On Your Data does)."""
+    lists: list[RankedList] = []
+    failures: list[Exception] = []
+    for name, query, weight, search in searches:
+        try:
+            lists.append(RankedList(name, search(), weight, query))
+        except _REQUEST_ERRORS:
+            raise
+        except (ImageIndexError, VectorizerUnavailableError) as exc:
+            if not allow_partial:
+                raise
+            logger.warning("retrieval: the %s search failed, kept out: %s", name, exc)
+            failures.append(exc)
+    if failures and not lists:
+        raise failures[0]
+    return lists
+
+
+def _image_search(
+    image: bytes, vectorizer: Vectorizer, index: ImageIndex, options: SearchOptions
+) -> list[SearchHit]:
+    vector = vectorizer.vectorize_image(image, interactive=True)
+    return index.vector_search(
+        vector, top=_candidates(options), fields=options.fields, filter=options.filter
+    )
+
+
+def _text_vector_search(
+    text: str, vectorizer: Vectorizer, index: ImageIndex, options: SearchOptions
+) -> list[SearchHit]:
+    try:
+        vector = vectorizer.vectorize_text(text, interactive=True)
+    except VectorizerInputError:
+        # e.g. Vision embeds 1..70 words: the question is still searched by the other lists.
+        logger.info("text not vectorized (refused by the model)")
+        return []
+    fields = options.fields
+    if not fields.vector_fields:
+        return index.vector_search(
+            vector, top=_candidates(options), fields=fields, filter=options.filter
+        )
+    # Text vectors of the content, when the mapping names them.
+    text_fields = replace(fields, image_vector_fields=fields.vector_fields)
+    try:
+        return index.vector_search(
+            vector, top=_candidates(options), fields=text_fields, filter=options.filter
+        )
+    except FieldMappingError as exc:
+        raise FieldMappingError(str(exc), mapping="vector_fields", field=exc.field) from exc
+
+
+def _full_text_search(
+    text: str, index: ImageIndex, options: SearchOptions, semantic: bool
+) -> list[SearchHit]:
+    extra: dict[str, Any] = {}
+    if semantic or options.semantic_configuration is not None:
+        extra = {"semantic": semantic, "semantic_configuration": options.semantic_configuration}
+    return index.text_search(
+        text, top=_candidates(options), fields=options.fields, filter=options.filter, **extra
+    )
+
+
+def _candidates(options: SearchOptions) -> int:
+    return max(MIN_CANDIDATES, options.top_n * CANDIDATES_PER_RESULT)
 
 
 def fuse(

@@ -1,5 +1,5 @@
 """The api/ handlers called in-process, as the worker calls them: a blob ``InputStream``, an
-``EventGridEvent`` or a ``func.HttpRequest`` in, a stand-in Durable client that keeps
+``EventGridEvent`` or a FastAPI ``Request`` in, a stand-in Durable client that keeps
 instances in a dict, and the session's Azurite for the app's own state blobs (no devhost).
 The same rules are driven end to end through devhost in test_ingestion_e2e.py."""
 
@@ -15,6 +15,7 @@ import azure.functions as func
 import pytest
 from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
 from azure.functions.blob import InputStream
+from fastapi_request import fastapi_request
 
 from api import ingestion as api
 from imagerag import config, naming
@@ -224,12 +225,12 @@ def test_a_near_miss_name_created_gets_a_notice(app_settings) -> None:
 
 
 def call(handler: Any, client: FakeDurableClient, **route: str) -> tuple[int, Any]:
-    request = func.HttpRequest("GET", "http://app/api/ingestions", body=b"", route_params=route)
+    request = fastapi_request("GET", "http://app/api/ingestions", route_params=route)
     user = handler.build().get_user_function()
     function = getattr(user, "client_function", user)
     args = (request, client) if function is not user else (request,)
     response = asyncio.run(function(*args))
-    return response.status_code, json.loads(response.get_body())
+    return response.status_code, json.loads(response.body)
 
 
 def record(settings: config.Settings, number: int, **fields: Any) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -135,7 +136,8 @@ def test_bad_requests_are_refused_naming_the_field(raw: bytes, param: str | None
     if code is not None:
         assert error.code == code
     body = error.body()["error"]
-    assert set(body) == {"message", "type", "param", "code"}
+    # param and code are strings in the inference document: absent rather than null.
+    assert set(body) == {"message", "type", "code"} | ({"param"} if param else set())
     assert body["type"] == "invalid_request_error"
 
 
@@ -450,11 +452,16 @@ class FakeIndex:
     ) -> list[SearchHit]:
         if self._missing:
             raise IndexNotFoundError(self.name)
-        return [hit(doc_id, 5.0 - i) for i, doc_id in enumerate(self._text[:top])]
+        # A full-text engine returns documents holding the query's words.
+        return [
+            replace(hit(doc_id, 5.0 - i), content=f"{text} ({doc_id})")
+            for i, doc_id in enumerate(self._text[:top])
+        ]
 
 
 class RecordingAnswerer:
     model = "recording-model"
+    honoured_options: frozenset[str] = frozenset()
 
     def __init__(self, error: AnswererError | None = None) -> None:
         self.requests: list[AnswerRequest] = []
@@ -464,7 +471,7 @@ class RecordingAnswerer:
     def sees_images(self) -> bool:
         return False
 
-    def stream_answer(self, request: AnswerRequest) -> Iterator[str]:
+    def stream_answer(self, request: AnswerRequest, *, options: Any = None) -> Iterator[str]:
         self.requests.append(request)
         if self.error:
             raise self.error
@@ -521,7 +528,7 @@ def test_image_query_cites_the_closest_image_first_and_reports_dropped_documents
     assert content == "See [doc1] [doc2] [doc3]"
     assert json.loads(context["intent"]) == ["what is this?"]
     dropped = {d["filepath"]: d for d in context["all_retrieved_documents"]}
-    assert dropped["far.jpg"]["filter_reason"] is None
+    assert "filter_reason" not in dropped["far.jpg"]  # kept: the service sends none
     assert dropped["junk.jpg"]["filter_reason"] == "score"
     assert list(dropped)[-1] == "junk.jpg"
     assert dropped["orig.jpg"]["original_search_score"] == 0.93
@@ -676,9 +683,11 @@ def test_completion_and_chunk_shapes():
     assert body["choices"][0]["message"] == {
         "role": "assistant",
         "content": "hi [doc1]",
+        "refusal": None,
         "context": context,
     }
     assert body["choices"][0]["finish_reason"] == "stop"
+    assert body["choices"][0]["logprobs"] is None
     chunks = list(
         response.chunk_bodies(
             completion_id="chatcmpl-1",
@@ -691,7 +700,12 @@ def test_completion_and_chunk_shapes():
     assert [c["object"] for c in chunks] == ["chat.completion.chunk"] * 4
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "context": context}
     assert [c["choices"][0]["delta"].get("content") for c in chunks[1:3]] == ["a", "b"]
-    assert chunks[-1]["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "stop"}
+    assert chunks[-1]["choices"][0] == {
+        "index": 0,
+        "delta": {},
+        "logprobs": None,
+        "finish_reason": "stop",
+    }
     events = response.sse_body(chunks).decode().split("\n\n")
     assert events[-2:] == ["data: [DONE]", ""]
     assert json.loads(events[0].removeprefix("data: ")) == chunks[0]
@@ -840,8 +854,11 @@ def test_query_types_and_text_vectors_decide_which_lists_are_searched():
     assert lists(vision, "vector_simple_hybrid", JPEG) == ["image", "text", "text_vector"]
     assert lists(vision, "vector", JPEG) == ["image", "text_vector"]
     assert lists(vision, "simple", None) == ["text"]
-    # The local model embeds no text: a "vector" text question falls back to full-text.
-    assert lists(LITE, "vector", None) == ["text"]
+    # "simple" searches text only, even when the prompt has an image.
+    assert lists(vision, "simple", JPEG) == ["text"]
+    # The local model embeds no text: a "vector" text question has nothing to search.
+    with pytest.raises(retrieval.QueryTypeError, match="does not embed text"):
+        lists(LITE, "vector", None)
     assert lists(LITE, "vector", JPEG) == ["image"]
 
     class LongTextRefused(FakeVectorizer):

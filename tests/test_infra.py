@@ -59,6 +59,7 @@ HOST_ONLY_SETTINGS = {
     "APPLICATIONINSIGHTS_CONNECTION_STRING": "where the host sends telemetry",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "telemetry with Entra ID (local auth is off)",
     "PYTHON_THREADPOOL_THREAD_COUNT": "worker threads for sync activities and orchestrators",
+    "PYTHON_ENABLE_INIT_INDEXING": "HTTP streams (FastAPI extension) before Python 3.13",
 }
 
 # Flex Consumption rejects or ignores these; keys must never be settings.
@@ -127,6 +128,8 @@ DOCTOR_ALLOWED_WARNINGS = {
     "APPLICATIONINSIGHTS_CONNECTION_STRING in Azure",
     "check_blueprint_registration": "false positive on aliased imports (`from api.chat import "
     "bp as chat_api`); function_app.py registers every blueprint",
+    "check_asgi_wsgi_exposure": "FastAPI is used through HTTP streams (its Request and Response "
+    "types in Functions' own routes), not as an ASGI app to mount",
     "check_func_cli": "Azure Functions Core Tools are not installed where the tests run",
     "check_func_core_tools_version": "Azure Functions Core Tools are not installed where the "
     "tests run",

@@ -45,7 +45,9 @@ def test_metadata_names_accepted(path: str) -> None:
 )
 def test_metadata_names_rejected(path: str) -> None:
     assert not manifest.is_metadata_name(path)
-    with pytest.raises(ManifestError, match="starts with lowercase 'metadata' and ends with lowercase '.json'") as info:
+    with pytest.raises(
+        ManifestError, match="starts with lowercase 'metadata' and ends with lowercase '.json'"
+    ) as info:
         parse_manifest(encode(entries(1)), blob_path=path)
     assert info.value.rule == "name"
 

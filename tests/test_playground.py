@@ -11,9 +11,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-import azure.functions as func
 import pytest
 import requests
+from fastapi_request import fastapi_request
+from starlette.responses import Response
 
 from api import playground
 
@@ -22,18 +23,16 @@ WEB = REPO / "web"
 BASE = "http://127.0.0.1:7071/api/playground"
 
 
-def get(path: str | None, url: str | None = None, **headers: str) -> func.HttpResponse:
+def get(path: str | None, url: str | None = None, **headers: str) -> Response:
     """Calls the function as the worker does, with the route's ``path`` parameter."""
-    request = func.HttpRequest(
-        method="GET",
-        url=url or f"{BASE}/{path or ''}",
+    request = fastapi_request(
+        "GET",
+        url or f"{BASE}/{path or ''}",
         headers=headers,
-        params={},
         route_params={"path": path} if path else {},
-        body=b"",
     )
     handler: Any = playground.playground.build().get_user_function()
-    response: func.HttpResponse = handler(request)
+    response: Response = handler(request)
     return response
 
 
@@ -44,7 +43,7 @@ def test_the_page_and_its_files_with_types_and_caching() -> None:
     page = get(None, url=f"{BASE}/")
     assert page.status_code == 200
     assert page.headers["Content-Type"] == "text/html; charset=utf-8"
-    assert page.get_body() == (WEB / "index.html").read_bytes()
+    assert page.body == (WEB / "index.html").read_bytes()
     assert page.headers["Cache-Control"] == "no-cache"
     assert "default-src 'self'" in page.headers["Content-Security-Policy"]
     assert page.headers["X-Content-Type-Options"] == "nosniff"
@@ -55,13 +54,13 @@ def test_the_page_and_its_files_with_types_and_caching() -> None:
         response = get(name)
         assert response.status_code == 200, name
         assert response.headers["Content-Type"] == content_type
-        assert response.get_body() == (WEB / name).read_bytes()
+        assert response.body == (WEB / name).read_bytes()
         assert response.headers["Cache-Control"] == "no-cache"
 
     # Revalidation: the same ETag answers 304 without a body.
     etag = page.headers["ETag"]
     again = get(None, url=f"{BASE}/", **{"If-None-Match": f'W/"x", {etag}'})
-    assert (again.status_code, again.get_body()) == (304, b"")
+    assert (again.status_code, again.body) == (304, b"")
     assert get(None, url=f"{BASE}/", **{"If-None-Match": '"other"'}).status_code == 200
 
 
@@ -91,7 +90,7 @@ def test_the_bare_url_redirects_to_the_folder_keeping_the_query() -> None:
 def test_nothing_outside_web_or_of_unknown_type_is_served(path: str) -> None:
     response = get(path)
     assert response.status_code == 404, path
-    assert b"root:" not in response.get_body() and b"import" not in response.get_body()
+    assert b"root:" not in response.body and b"import" not in response.body
 
 
 def test_a_link_leading_out_of_the_root_is_not_followed(tmp_path: Path) -> None:

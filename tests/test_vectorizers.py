@@ -156,8 +156,38 @@ def test_local_traced_pass_gives_the_eager_vectors_bit_for_bit() -> None:
         inputs = torch.from_numpy(pixels).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             features = model.extract_features(inputs)
-            eager = torch.nn.functional.normalize(features.mean(dim=(2, 3)), dim=1).numpy()
+            pooled = local_vectorizer.rmac(features)
+            eager = torch.nn.functional.normalize(pooled, dim=1).numpy()
         assert np.array_equal(local_vectorizer.embed_batch(model, pixels), eager)
+
+
+def test_rmac_regions_of_the_model_feature_map() -> None:
+    regions = local_vectorizer.rmac_regions(7, 7)
+    # level 1: the whole map; level 2: 2 x 2 squares of 5; level 3: 3 x 3 squares of 4
+    assert regions[0] == (0, 0, 7)
+    assert sorted(side for _, _, side in regions) == [4] * 9 + [5] * 4 + [7]
+    assert {(top, left) for top, left, side in regions if side == 5} == {
+        (0, 0),
+        (0, 2),
+        (2, 0),
+        (2, 2),
+    }
+    for h, w in ((7, 7), (7, 10), (10, 7), (1, 1)):
+        for top, left, side in local_vectorizer.rmac_regions(h, w):
+            assert 0 <= top and top + side <= h and 0 <= left and left + side <= w
+
+
+def test_rmac_sums_the_normalised_maxima_of_its_regions() -> None:
+    import torch
+
+    rng = np.random.default_rng(5)
+    features = rng.random((2, 6, 7, 7), dtype=np.float32)
+    expected = np.zeros((2, 6), dtype=np.float32)
+    for top, left, side in local_vectorizer.rmac_regions(7, 7):
+        region = features[:, :, top : top + side, left : left + side].max(axis=(2, 3))
+        expected += region / np.linalg.norm(region, axis=1, keepdims=True)
+    pooled = local_vectorizer.rmac(torch.from_numpy(features)).numpy()
+    assert np.allclose(pooled, expected, atol=1e-5)
 
 
 def test_local_interactive_and_bulk_vectors_are_the_same(local: LocalVectorizer) -> None:

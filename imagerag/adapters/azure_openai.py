@@ -4,14 +4,21 @@ OpenAI-compatible server (e.g. a local vision model) by base URL."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, cast
 
 import openai
 from openai.types.chat import ChatCompletionChunk
 
 from imagerag.adapters.retry_after import parse_retry_after
-from imagerag.ports import AnswererError, AnswerRequest, GroundingDocument
+from imagerag.ports import (
+    NO_OPTIONS,
+    AnswererError,
+    AnswerRequest,
+    GenerationOptions,
+    GroundingDocument,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +33,24 @@ GROUNDING_RULES = (
 IN_SCOPE_RULE = (
     "If the documents do not contain the answer, reply exactly: The requested information is "
     "not available in the retrieved data. Please try another query or topic."
+)
+
+
+# Every GenerationOptions field goes to the model as the chat-completions parameter it is.
+HONOURED = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "seed",
+        "user",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "response_format",
+    }
 )
 
 
@@ -85,18 +110,32 @@ class AzureOpenAIAnswerer:
     def sees_images(self) -> bool:
         return True
 
-    def stream_answer(self, request: AnswerRequest) -> Iterator[str]:
+    @property
+    def honoured_options(self) -> frozenset[str]:
+        return HONOURED
+
+    def stream_answer(
+        self, request: AnswerRequest, *, options: GenerationOptions = NO_OPTIONS
+    ) -> Generator[str, None, str]:
+        """The model's deltas; returns its finish reason ("length" when max_tokens cut it)."""
         messages = build_messages(request)
+        reason = "stop"
         try:
             stream = self._client.chat.completions.create(
                 model=self._model,
                 messages=messages,  # type: ignore[arg-type]
                 stream=True,
+                **request_options(options),
             )
             for chunk in cast("Iterator[ChatCompletionChunk]", stream):
                 # Azure sends chunks without choices (content-filter results): skipped.
-                if chunk.choices and chunk.choices[0].delta.content:
+                if not chunk.choices:
+                    continue
+                if chunk.choices[0].delta.content:
                     yield chunk.choices[0].delta.content
+                if chunk.choices[0].finish_reason:
+                    reason = chunk.choices[0].finish_reason
+            return reason
         except openai.RateLimitError as exc:
             raise AnswererError(
                 f"model throttled: {exc.message}",
@@ -113,6 +152,31 @@ class AzureOpenAIAnswerer:
         except openai.APIConnectionError as exc:  # timeouts included
             logger.warning("model unreachable: %s", type(exc).__name__)
             raise AnswererError("model unreachable", status=503) from exc
+        except openai.APIError as exc:  # an error event inside the model's stream (status 200)
+            logger.warning("model stream ended by an error event")
+            raise AnswererError(
+                f"model stream failed: {exc.message}",
+                status=429 if _throttling(exc.body) else 503,
+                retry_after_s=_retry_after_in(exc.message),
+            ) from exc
+
+
+def _throttling(error: object) -> bool:
+    return isinstance(error, dict) and str(error.get("code")) in ("429", "rate_limit_exceeded")
+
+
+def _retry_after_in(message: str) -> float | None:
+    """The delay a throttling message names ("Please retry after 2 seconds.")."""
+    found = re.search(r"retry after (\d+) seconds?", message, re.IGNORECASE)
+    return float(found.group(1)) if found else None
+
+
+def request_options(options: GenerationOptions) -> dict[str, Any]:
+    """The given options as chat-completions arguments (``stop`` as the list it is)."""
+    given = options.given()
+    if "stop" in given:
+        given["stop"] = list(given["stop"])
+    return given
 
 
 def build_messages(request: AnswerRequest) -> list[dict[str, Any]]:

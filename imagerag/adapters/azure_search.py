@@ -45,6 +45,7 @@ from imagerag.adapters.azure_search_schema import (
     document_body,
     index_definition,
     recorded_model,
+    semantic_configurations,
     vector_dims,
 )
 from imagerag.adapters.azure_search_wire import (
@@ -70,6 +71,7 @@ from imagerag.ports import (
     MetadataPatch,
     ModelInfo,
     SearchHit,
+    SemanticConfigurationError,
 )
 
 logger = logging.getLogger(__name__)
@@ -339,19 +341,57 @@ class AzureSearchImageIndex:
         top: int,
         fields: FieldMapping = DEFAULT_FIELDS,
         filter: str | None = None,
+        semantic: bool = False,
+        semantic_configuration: str | None = None,
     ) -> list[SearchHit]:
-        """Full-text (simple syntax) over the content fields; ``score`` is the BM25 score."""
+        """Full-text (simple syntax) over the content fields; ``score`` is the BM25 score,
+        or with ``semantic`` the semantic ranker's score (0..4), in the ranker's order."""
         if top <= 0 or not text.strip():
             return []
-        rows = self._search(
-            fields=fields,
-            search_text=text,
-            search_fields=list(fields.content_fields),
-            filter=filter,
-            select=self._hit_fields(fields),
-            top=top,
-        )
-        return [self._hit(row, float(row["@search.score"]), fields) for row in rows]
+        ranker: dict[str, Any] = {}
+        if semantic:
+            ranker = {
+                "query_type": "semantic",
+                "semantic_configuration_name": self._semantic_name(semantic_configuration),
+            }
+        try:
+            rows = self._search(
+                fields=fields,
+                search_text=text,
+                search_fields=list(fields.content_fields),
+                filter=filter,
+                select=self._hit_fields(fields),
+                top=top,
+                **ranker,
+            )
+        except (FieldMappingError, InvalidFilterError, IndexNotFoundError):
+            raise
+        except ImageIndexError as exc:
+            cause = exc.__cause__
+            if not (semantic and isinstance(cause, HttpResponseError) and cause.status_code == 400):
+                raise
+            # e.g. a service whose semantic ranker is disabled (the Bicep default).
+            raise SemanticConfigurationError(
+                f"{exc}; semantic query types need the semantic ranker enabled on the service"
+            ) from exc
+        score = "@search.rerankerScore" if semantic else "@search.score"
+        return [self._hit(row, float(row.get(score) or 0.0), fields) for row in rows]
+
+    def _semantic_name(self, requested: str | None) -> str:
+        """The configuration to rank with: the requested one, else the index's default;
+        SemanticConfigurationError when the index has no such configuration."""
+        index = self._get_index()
+        if index is None:
+            raise IndexNotFoundError(self._name)
+        default, names = semantic_configurations(index)
+        name = requested or default
+        if name is None or name not in names:
+            has = ", ".join(names) or "none"
+            wanted = f"semantic configuration {name!r}" if name else "a default configuration"
+            raise SemanticConfigurationError(
+                f"index {self._name!r} has no {wanted} (its semantic configurations: {has})"
+            )
+        return name
 
     def _hit_fields(self, fields: FieldMapping) -> list[str]:
         mapped = [fields.title_field, fields.url_field, fields.filepath_field]

@@ -17,6 +17,10 @@ from azure.search.documents.indexes.models import (
     SearchField,
     SearchFieldDataType,
     SearchIndex,
+    SemanticConfiguration,
+    SemanticField,
+    SemanticPrioritizedFields,
+    SemanticSearch,
     VectorSearch,
     VectorSearchAlgorithmMetric,
     VectorSearchProfile,
@@ -28,6 +32,9 @@ KEY_FIELD = "id"
 VECTOR_FIELD = "image_vector"
 ALGORITHM_NAME = "imagerag-hnsw-cosine"
 PROFILE_PREFIX = "imagerag"
+# The semantic ranker's configuration of generated indexes (query_type semantic and
+# vector_semantic_hybrid use it when a request names none).
+SEMANTIC_CONFIGURATION = "imagerag-semantic"
 _PLAIN = re.compile(r"[A-Za-z0-9-]")
 
 
@@ -79,7 +86,28 @@ def index_definition(name: str, model: ModelInfo) -> SearchIndex:
                 VectorSearchProfile(name=profile, algorithm_configuration_name=ALGORITHM_NAME)
             ],
         ),
+        semantic_search=SemanticSearch(
+            default_configuration_name=SEMANTIC_CONFIGURATION,
+            configurations=[
+                SemanticConfiguration(
+                    name=SEMANTIC_CONFIGURATION,
+                    prioritized_fields=SemanticPrioritizedFields(
+                        title_field=SemanticField(field_name="title"),
+                        content_fields=[SemanticField(field_name="description")],
+                    ),
+                )
+            ],
+        ),
     )
+
+
+def semantic_configurations(index: SearchIndex) -> tuple[str | None, list[str]]:
+    """The index's default semantic configuration (None: none) and every one's name."""
+    semantic = index.semantic_search
+    if semantic is None:
+        return None, []
+    names = [c.name for c in semantic.configurations or []]
+    return semantic.default_configuration_name, names
 
 
 def _string(

@@ -26,6 +26,7 @@ from azure.storage.blob import (
 )
 from azure.storage.blob import BlobProperties as SdkBlobProperties
 
+from imagerag.cited_images import HEAD_BYTES, type_from_head
 from imagerag.ports import (
     BlobChangedError,
     BlobInfo,
@@ -219,8 +220,24 @@ class AzureBlobStore:
             permission=BlobSasPermissions(read=True),
             start=start,
             expiry=expiry,
+            content_type=self._served_type(container, path),
         )
         return f"{self.url(container, path)}?{sas}"
+
+    def _served_type(self, container: str, path: str) -> str | None:
+        """The Content-Type the signed URL makes storage answer (SAS ``rsct``) when the blob
+        was stored without an image type: a blob uploaded without one is served as
+        application/octet-stream, and browsers download it instead of showing it. Found from
+        its first bytes; None keeps the stored type."""
+        try:
+            blob = self._service.get_blob_client(container, path)
+            stored = blob.get_blob_properties().content_settings.content_type
+            if stored and stored.startswith("image/"):
+                return None
+            return type_from_head(blob.download_blob(offset=0, length=HEAD_BYTES).readall())
+        except Exception:  # a link with the stored type is still a working link
+            logger.warning("type of %s/%s not found; its stored one is kept", container, path)
+            return None
 
     def _delegation_key(self, start: datetime, expiry: datetime) -> UserDelegationKey:
         # One key serves every URL until shortly before it expires (a round-trip each saved).

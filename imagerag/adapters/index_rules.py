@@ -81,7 +81,7 @@ def search_hit(
     return SearchHit(
         id=id,
         score=score,
-        content=CONTENT_SEPARATOR.join(c for c in content if c),
+        content=fields.content_fields_separator.join(c for c in content if c),
         title=value(fields.title_field),
         url=value(fields.url_field),
         filepath=value(fields.filepath_field),

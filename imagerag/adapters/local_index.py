@@ -55,6 +55,7 @@ from imagerag.adapters.local_vectors import VectorCache, top_k
 from imagerag.ports import (
     DocumentState,
     FieldMapping,
+    FieldMappingError,
     ImageIndexError,
     IndexDocument,
     IndexField,
@@ -62,6 +63,7 @@ from imagerag.ports import (
     MetadataPatch,
     ModelInfo,
     SearchHit,
+    SemanticConfigurationError,
 )
 
 logger = logging.getLogger(__name__)
@@ -350,8 +352,17 @@ class LocalImageIndex:
         top: int,
         fields: FieldMapping = DEFAULT_FIELDS,
         filter: str | None = None,
+        semantic: bool = False,
+        semantic_configuration: str | None = None,
     ) -> list[SearchHit]:
-        """BM25 over the content fields (LanceDB's inverted index); ``score`` is BM25."""
+        """BM25 over the content fields (LanceDB's inverted index); ``score`` is BM25.
+        There is no semantic ranker here: ``semantic`` lists stay in BM25 order, and a named
+        semantic configuration is refused rather than ignored."""
+        if semantic_configuration is not None:
+            raise SemanticConfigurationError(
+                f"the embedded index {self._name!r} has no semantic configurations (semantic "
+                "ranking needs Azure AI Search); omit semantic_configuration"
+            )
         table = self._require()
         strings = string_fields(table.schema)
         condition = odata.parse(filter, strings) if filter else None
@@ -376,8 +387,10 @@ class LocalImageIndex:
         schema = table.schema
         dims = vector_dims(schema, field_name)
         if dims is None:
-            raise ImageIndexError(
-                f"index {self._name!r} has no fixed-size vector field {field_name!r}"
+            raise FieldMappingError(
+                f"index {self._name!r} has no fixed-size vector field {field_name!r}",
+                mapping="image_vector_fields",
+                field=field_name,
             )
         if KEY_FIELD not in schema.names:
             raise ImageIndexError(f"index {self._name!r} has no {KEY_FIELD!r} field")

@@ -11,7 +11,13 @@ import numpy as np
 import pyarrow as pa
 
 from imagerag.adapters.index_rules import search_hit
-from imagerag.ports import FieldMapping, ImageIndexError, IndexDocument, ModelInfo, SearchHit
+from imagerag.ports import (
+    FieldMapping,
+    FieldMappingError,
+    IndexDocument,
+    ModelInfo,
+    SearchHit,
+)
 
 MODEL_METADATA_KEY = b"imagerag.model"
 KEY_FIELD = "id"
@@ -68,10 +74,15 @@ def string_fields(schema: pa.Schema) -> tuple[str, ...]:
 
 
 def check_mapped_fields(schema: pa.Schema, fields: FieldMapping, strings: tuple[str, ...]) -> None:
-    mapped = [*fields.content_fields, fields.title_field, fields.url_field, fields.filepath_field]
-    for name in mapped:
+    mapped = [(name, "content_fields") for name in fields.content_fields]
+    mapped += [
+        (getattr(fields, role), role) for role in ("title_field", "url_field", "filepath_field")
+    ]
+    for name, role in mapped:
         if name is not None and name not in strings:
-            raise ImageIndexError(f"mapped field {name!r} is not a text field of the index")
+            raise FieldMappingError(
+                f"mapped field {name!r} is not a text field of the index", mapping=role, field=name
+            )
 
 
 def hit_from_row(row: dict[str, Any], score: float, fields: FieldMapping) -> SearchHit:

@@ -7,7 +7,8 @@ Pipeline per image, in the caller's thread (PIL releases the GIL while decoding)
 decode (JPEG ``draft`` scaling, first frame, EXIF orientation, any mode -> RGB) -> shorter
 side to 224 px -> centre 224x224 crop -> ``(pixel - 127) / 128``. One worker thread then
 batches the waiting requests into one forward pass: ``extract_features`` (1280 x 7 x 7),
-global average pool, L2 normalisation, run as a traced graph that does not hold the GIL.
+R-MAC regional max pooling (:func:`rmac`), L2 normalisation, run as a traced graph that does
+not hold the GIL.
 
 Why shorter side + centre crop: a user's query is typically a centre-cropped, re-encoded copy
 of an indexed picture, often with another aspect ratio. A square centre crop makes the vector
@@ -56,7 +57,14 @@ IMAGE_SIZE = 224
 # weights cannot silently produce vectors under the same version.
 WEIGHTS_TAG = "imagenet-57934424"
 # Bump whenever decode/resize/crop/scaling/pooling changes: old vectors must not be mixed.
-PREPROCESSING_TAG = "rgb-short224-centre-s127d128-gap-l2.2"
+PREPROCESSING_TAG = "rgb-short224-centre-s127d128-rmac3-l2.3"
+# R-MAC: the feature map's max over square regions of 3 scales (1, 2x2, 3x3 regions of about
+# 2/(l+1) of the side), each region L2-normalised, summed. On 120 real photos with their own
+# quadrants indexed as hard negatives (bench/retrieval_quality.py --offline), brute-force R@1
+# of edited copies went from 0.735 (global average) to 0.795 (crops 0.34 -> 0.48) at the same
+# cost; GeM (0.787), max (0.795) and averaging with the mirror image (+0.01, twice the cost)
+# paid less.
+RMAC_LEVELS = 3
 MODEL_VERSION = f"{WEIGHTS_TAG}+{PREPROCESSING_TAG}"
 
 # Box reduction before the bilinear resize leaves at most this factor to resize (PIL's
@@ -300,7 +308,39 @@ def _embed(model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     import torch
 
     features: torch.Tensor = model.extract_features(inputs)  # type: ignore[operator]
-    return torch.nn.functional.normalize(features.mean(dim=(2, 3)), dim=1)
+    return torch.nn.functional.normalize(rmac(features), dim=1)
+
+
+def rmac_regions(height: int, width: int) -> list[tuple[int, int, int]]:
+    """R-MAC regions (top, left, side) of a height x width feature map: for level l in
+    1..RMAC_LEVELS, squares of side 2 * shorter / (l + 1) (the whole shorter side at l = 1)
+    spread evenly, l of them along the shorter side (about 40% overlap)."""
+    shorter = min(height, width)
+    regions = []
+    for level in range(1, RMAC_LEVELS + 1):
+        side = shorter if level == 1 else max(1, round(2 * shorter / (level + 1)))
+        tops = _region_starts(height, side, math.ceil(level * height / shorter))
+        lefts = _region_starts(width, side, math.ceil(level * width / shorter))
+        regions += [(top, left, side) for top in tops for left in lefts]
+    return regions
+
+
+def _region_starts(length: int, side: int, count: int) -> list[int]:
+    if count <= 1 or side >= length:
+        return [0]
+    return sorted({round(i * (length - side) / (count - 1)) for i in range(count)})
+
+
+def rmac(features: torch.Tensor) -> torch.Tensor:
+    """(n, c, h, w) -> (n, c): sum of the L2-normalised max-pooled R-MAC regions."""
+    import torch
+
+    total = torch.zeros_like(features[:, :, 0, 0])
+    # int(): while tracing, sizes are tensors; the regions are fixed for the 224 px input.
+    for top, left, side in rmac_regions(int(features.shape[2]), int(features.shape[3])):
+        region = features[:, :, top : top + side, left : left + side].amax(dim=(2, 3))
+        total = total + torch.nn.functional.normalize(region, dim=1)
+    return total
 
 
 _traced_lock = threading.Lock()

@@ -6,13 +6,15 @@ from __future__ import annotations
 import base64
 import io
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from PIL import Image
 
+from imagerag.chat import source_params
 from imagerag.chat.errors import ChatError, invalid, unavailable
+from imagerag.chat.generation import refuse_unhonoured
 from imagerag.chat.prompt_image import ImageUrlPolicy, fetch_image_url, load_prompt_image
 from imagerag.chat.request import ChatRequest, DataSource, P
 from imagerag.chat.response import Citation, build_context
@@ -32,11 +34,19 @@ from imagerag.ports import (
     IndexNotFoundError,
     InvalidFilterError,
     SearchHit,
+    SemanticConfigurationError,
     Vectorizer,
     VectorizerInputError,
     VectorizerUnavailableError,
 )
-from imagerag.retrieval import Query, RetrievalResult, SearchOptions, extract_query, retrieve
+from imagerag.retrieval import (
+    Query,
+    QueryTypeError,
+    RetrievalResult,
+    SearchOptions,
+    extract_query,
+    retrieve,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,19 +72,27 @@ class ChatDependencies:
     fetch: Callable[..., bytes] = fetch_image_url
     # index name -> the field mapping its registered data source gives, if any.
     mapping_for: Callable[[str], FieldMapping | None] = lambda index: None
+    # What a request's endpoint / embedding_dependency must name (None: embedded ones).
+    search_endpoint: str | None = None
+    vectorizer_endpoint: str | None = None
 
 
 @dataclass(frozen=True)
 class ChatOutcome:
     context: dict[str, Any]  # message.context: citations, intent, retrieved documents
-    deltas: Iterator[str]  # the answer as it is written
+    deltas: Iterator[str]  # the answer as it is written (the first choice)
     model: str  # the model that writes it
+    more: tuple[Iterator[str], ...] = ()  # the other choices when the request asks n > 1
+    # finish_reason per choice, final once that choice's deltas are consumed.
+    finish: list[str] = field(default_factory=lambda: ["stop"])
 
 
 def complete(request: ChatRequest, deps: ChatDependencies) -> ChatOutcome:
     """Retrieve for the conversation and start answering. Every ChatError that retrieval can
     raise is raised here; answering errors surface while ``deltas`` is consumed."""
     source = request.data_source
+    model = deps.answerer.model
+    refuse_unhonoured(request.options, deps.answerer.honoured_options, model)
     query = extract_query(request.messages)
     image = _query_image(query, deps)
     if not query.text and image is None:
@@ -85,9 +103,8 @@ def complete(request: ChatRequest, deps: ChatDependencies) -> ChatOutcome:
     result = _retrieve(query.text, image, source, deps)
     citations = [_citation(doc.hit, deps) for doc in result.documents]
     context = build_context(result, citations, source.include_contexts, deps.citation_url)
-    model = deps.answerer.model
     if not result.documents and source.in_scope:
-        return ChatOutcome(context=context, deltas=iter([NOT_FOUND_ANSWER]), model=model)
+        return _outcome(context, model, request.n, lambda: iter([NOT_FOUND_ANSWER]))
     grounding = [
         GroundingDocument(
             label=f"doc{i}",
@@ -103,7 +120,23 @@ def complete(request: ChatRequest, deps: ChatDependencies) -> ChatOutcome:
         role_information=source.role_information,
         in_scope=source.in_scope,
     )
-    return ChatOutcome(context=context, deltas=_answer(deps.answerer, answer), model=model)
+    return _outcome(
+        context,
+        model,
+        request.n,
+        lambda: deps.answerer.stream_answer(answer, options=request.options),
+    )
+
+
+def _outcome(
+    context: dict[str, Any], model: str, n: int, start: Callable[[], Iterator[str]]
+) -> ChatOutcome:
+    """``n`` choices, each its own answer (one model call per choice, made when read)."""
+    finish = ["stop"] * n
+    streams = [_answer(start, finish, i) for i in range(n)]
+    return ChatOutcome(
+        context=context, deltas=streams[0], model=model, more=tuple(streams[1:]), finish=finish
+    )
 
 
 def _query_image(query: Query, deps: ChatDependencies) -> bytes | None:
@@ -115,18 +148,29 @@ def _query_image(query: Query, deps: ChatDependencies) -> bytes | None:
 def _retrieve(
     text: str, image: bytes | None, source: DataSource, deps: ChatDependencies
 ) -> RetrievalResult:
+    vectorizer = deps.vectorizer()
+    source_params.check(
+        where=P,
+        endpoint=source.endpoint,
+        search_endpoint=deps.search_endpoint,
+        dependency=source.embedding_dependency,
+        vectorizer_model=vectorizer.model.name,
+        vectorizer_endpoint=deps.vectorizer_endpoint,
+    )
     options = SearchOptions(
         top_n=source.top_n,
         strictness=source.strictness,
         fields=source.fields or deps.mapping_for(source.index_name) or FieldMapping(),
         filter=source.filter,
         query_type=source.query_type,
+        semantic_configuration=source.semantic_configuration,
+        allow_partial_result=source.allow_partial_result,
     )
     try:
         return retrieve(
             text=text,
             image=image,
-            vectorizer=deps.vectorizer(),
+            vectorizer=vectorizer,
             index=deps.index(source.index_name),
             options=options,
         )
@@ -141,6 +185,10 @@ def _retrieve(
         raise ChatError(409, str(exc), param=f"{P}.index_name", code="model_mismatch") from None
     except InvalidFilterError as exc:
         raise invalid(f"{P}.filter", f"the filter is not valid: {exc}") from None
+    except SemanticConfigurationError as exc:
+        raise invalid(f"{P}.semantic_configuration", str(exc)) from None
+    except QueryTypeError as exc:
+        raise invalid(f"{P}.query_type", str(exc)) from None
     except FieldMappingError as exc:
         param = f"{P}.fields_mapping.{exc.mapping}"
         raise invalid(param, f"the index cannot serve this mapping: {exc}") from None
@@ -155,9 +203,12 @@ def _retrieve(
         raise unavailable("the vectorizer", exc.status, exc.retry_after_s) from None
 
 
-def _answer(answerer: Answerer, request: AnswerRequest) -> Iterator[str]:
+def _answer(start: Callable[[], Iterator[str]], finish: list[str], i: int) -> Iterator[str]:
+    """One choice's deltas; its finish reason is what the answerer's generator returns."""
     try:
-        yield from answerer.stream_answer(request)
+        # An answerer's generator may return its finish reason (see Answerer.stream_answer).
+        reason = yield from cast("Generator[str, None, Any]", start())
+        finish[i] = reason if reason in ("stop", "length") else "stop"
     except AnswererError as exc:
         if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
             raise ChatError(

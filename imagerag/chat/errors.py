@@ -27,14 +27,9 @@ class ChatError(Exception):
         self.retry_after_s = retry_after_s
 
     def body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
+        # The inference document types param and code as strings: absent, never null.
+        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        return {"error": {k: v for k, v in error.items() if v is not None}}
 
 
 def invalid(param: str | None, message: str, code: str = "invalid_value") -> ChatError:

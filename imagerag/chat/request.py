@@ -11,9 +11,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from imagerag.chat.errors import ChatError, invalid, too_large
-from imagerag.ports import FieldMapping
+from imagerag.chat.generation import parse_generation
+from imagerag.chat.source_params import (
+    Authentication,
+    EmbeddingDependency,
+    authentication,
+    embedding_dependency,
+    endpoint,
+)
+from imagerag.ports import FieldMapping, GenerationOptions
 
 MAX_TOP_N = 20
+MAX_SEARCH_QUERIES = 2**31 - 1  # int32, as the document types it
 # Images come as data: URLs, each under the 20 MB Vision limit (27 MB in base64): 50 MB admits
 # a full-size one with room to spare, and a larger body is refused before json.loads copies it.
 MAX_BODY_BYTES = 50 * 1024 * 1024
@@ -47,6 +56,12 @@ class DataSource:
     role_information: str | None = None
     filter: str | None = None
     include_contexts: tuple[str, ...] = DEFAULT_CONTEXTS
+    endpoint: str | None = None  # checked against the configured search service
+    authentication: Authentication | None = None  # shape checked; the app uses its identity
+    semantic_configuration: str | None = None
+    embedding_dependency: EmbeddingDependency | None = None
+    max_search_queries: int | None = None
+    allow_partial_result: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +70,8 @@ class ChatRequest:
     data_source: DataSource
     stream: bool = False
     model: str | None = None
+    options: GenerationOptions = GenerationOptions()
+    n: int = 1  # choices to return
 
 
 def parse_request(body: bytes, *, default_index: str) -> ChatRequest:
@@ -71,11 +88,14 @@ def parse_request(body: bytes, *, default_index: str) -> ChatRequest:
     model = data.get("model")
     if model is not None and not isinstance(model, str):
         raise invalid("model", "'model' must be a string", "invalid_type")
+    options, n = parse_generation(data)
     return ChatRequest(
         messages=messages,
         data_source=_data_sources(data.get("data_sources"), default_index),
         stream=stream,
         model=model,
+        options=options,
+        n=n,
     )
 
 
@@ -225,6 +245,13 @@ def _data_sources(value: Any, default_index: str) -> DataSource:
     query_type = _optional(params, "query_type", str, "vector_simple_hybrid")
     if query_type not in QUERY_TYPES:
         raise invalid(f"{P}.query_type", f"'{P}.query_type' must be one of {QUERY_TYPES}")
+    semantic_configuration = _name(params, "semantic_configuration")
+    if semantic_configuration is not None and "semantic" not in query_type:
+        raise invalid(
+            f"{P}.semantic_configuration",
+            f"'{P}.semantic_configuration' applies to query_type semantic or "
+            f"vector_semantic_hybrid, not {query_type}",
+        )
     top_n = _int_in(params, "top_n_documents", 5, 1, MAX_TOP_N)
     strictness = _int_in(params, "strictness", 3, 1, 5)
     contexts = params.get("include_contexts")
@@ -244,7 +271,23 @@ def _data_sources(value: Any, default_index: str) -> DataSource:
         role_information=_optional(params, "role_information", str, None),
         filter=_optional(params, "filter", str, None),
         include_contexts=tuple(dict.fromkeys(contexts)),
+        endpoint=endpoint(params.get("endpoint"), f"{P}.endpoint"),
+        authentication=authentication(params.get("authentication"), f"{P}.authentication"),
+        semantic_configuration=semantic_configuration,
+        embedding_dependency=embedding_dependency(
+            params.get("embedding_dependency"), f"{P}.embedding_dependency"
+        ),
+        # One query is searched per request (the prompt itself): any limit of 1 or more holds.
+        max_search_queries=_int_in(params, "max_search_queries", 1, 1, MAX_SEARCH_QUERIES),
+        allow_partial_result=_optional(params, "allow_partial_result", bool, False),
     )
+
+
+def _name(params: dict[str, Any], name: str) -> str | None:
+    value = _optional(params, name, str, None)
+    if value is not None and not value.strip():
+        raise invalid(f"{P}.{name}", f"'{P}.{name}' must not be empty")
+    return value  # type: ignore[no-any-return]
 
 
 def _optional(params: dict[str, Any], name: str, kind: type, default: Any) -> Any:
@@ -290,7 +333,18 @@ def _fields_mapping(value: Any) -> FieldMapping | None:
             raise invalid(f"{where}.{key}", f"'{where}.{key}' must be a field name or null")
         return raw
 
+    separator = value.get("content_fields_separator")
+    if separator is None:
+        separator = defaults.content_fields_separator
+    if not isinstance(separator, str):
+        raise invalid(
+            f"{where}.content_fields_separator",
+            f"'{where}.content_fields_separator' must be a string",
+            "invalid_type",
+        )
     return FieldMapping(
+        vector_fields=names("vector_fields", defaults.vector_fields),
+        content_fields_separator=separator,
         image_vector_fields=names("image_vector_fields", defaults.image_vector_fields),
         content_fields=names("content_fields", defaults.content_fields),
         title_field=name("title_field", defaults.title_field),

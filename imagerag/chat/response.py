@@ -90,7 +90,7 @@ def _citation_json(citation: Citation) -> dict[str, Any]:
 def _retrieved_json(doc: RetrievedDocument, url_of: UrlOf | None) -> dict[str, Any]:
     hit = doc.hit
     url = (url_of(hit) if url_of is not None else None) or hit.url
-    return {
+    retrieved = {
         "content": hit.content,
         "title": hit.title,
         "url": url,
@@ -101,8 +101,10 @@ def _retrieved_json(doc: RetrievedDocument, url_of: UrlOf | None) -> dict[str, A
         # The image similarity when the document was found by image, else its first score.
         "original_search_score": doc.scores.get("image", next(iter(doc.scores.values()))),
         "rerank_score": doc.fused_score,
-        "filter_reason": None if doc.kept else "score",
     }
+    if not doc.kept:  # as the service: present only on documents that were filtered out
+        retrieved["filter_reason"] = "score"
+    return retrieved
 
 
 def new_completion_id() -> str:
@@ -110,8 +112,17 @@ def new_completion_id() -> str:
 
 
 def completion_body(
-    *, completion_id: str, created: int, model: str, content: str, context: dict[str, Any]
+    *,
+    completion_id: str,
+    created: int,
+    model: str,
+    content: str,
+    context: dict[str, Any],
+    more: Sequence[str] = (),
+    finish_reasons: Sequence[str] = (),
 ) -> dict[str, Any]:
+    """``content`` is the first choice, ``more`` the others (n > 1); ``finish_reasons`` by
+    choice, "stop" where missing."""
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -119,10 +130,18 @@ def completion_body(
         "model": model,
         "choices": [
             {
-                "index": 0,
-                "finish_reason": "stop",
-                "message": {"role": "assistant", "content": content, "context": context},
+                "index": i,
+                "finish_reason": _reason(finish_reasons, i),
+                # logprobs and refusal are required (nullable): none are produced here.
+                "logprobs": None,
+                "message": {
+                    "role": "assistant",
+                    "content": text,
+                    "refusal": None,
+                    "context": context,
+                },
             }
+            for i, text in enumerate([content, *more])
         ],
         "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
     }
@@ -135,23 +154,32 @@ def chunk_bodies(
     model: str,
     context: dict[str, Any],
     deltas: Iterable[str],
+    more: Sequence[Iterable[str]] = (),
+    finish_reasons: Sequence[str] = (),
 ) -> Iterator[dict[str, Any]]:
-    """The stream: the context first (with the role), then content deltas, then the stop."""
+    """The stream: per choice (one after the other when n > 1), the context first (with the
+    role), then content deltas, then its finish reason (read once its deltas are consumed)."""
 
-    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+    def chunk(i: int, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        choice = {"index": i, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         return {
             "id": completion_id,
             "object": "chat.completion.chunk",
             "created": created,
             "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+            "choices": [choice],
         }
 
-    yield chunk({"role": "assistant", "context": context})
-    for delta in deltas:
-        if delta:
-            yield chunk({"content": delta})
-    yield chunk({}, "stop")
+    for i, choice_deltas in enumerate([deltas, *more]):
+        yield chunk(i, {"role": "assistant", "context": context})
+        for delta in choice_deltas:
+            if delta:
+                yield chunk(i, {"content": delta})
+        yield chunk(i, {}, _reason(finish_reasons, i))
+
+
+def _reason(finish_reasons: Sequence[str], i: int) -> str:
+    return finish_reasons[i] if i < len(finish_reasons) else "stop"
 
 
 def sse_body(chunks: Iterable[dict[str, Any]]) -> bytes:

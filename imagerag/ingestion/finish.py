@@ -54,14 +54,8 @@ def write_partition_report(
     ref = blob_ref(work["container"], partition_report_path(work["prefix"], partition))
     write_json(store, ref, {"partition": partition, "results": results})
     counts = count_results(results)
-
-    def add(record: dict[str, Any]) -> None:
-        record["done"] = int(record.get("done", 0)) + counts["entries"]
-        totals = record.setdefault("byStatus", dict.fromkeys(STATUSES, 0))
-        for status in STATUSES:
-            totals[status] = int(totals.get(status, 0)) + counts[status]
-
-    runs.update_record(store, work["container"], work["prefix"], add)
+    # Exact counts of the partition, in place of the live ones (runs.py).
+    runs.record_partition(store, work["container"], work["prefix"], partition, counts)
     return counts
 
 
@@ -135,8 +129,14 @@ def write_report(
     }
     if error is not None:
         closing["error"] = error
-    runs.update_record(store, work["container"], run["id"], **closing)
+    runs.update_record(store, work["container"], run["id"], _drop_progress, **closing)
     return {"report": ref, "phase": phase, "counts": counts, "deleted": deleted + removed}
+
+
+def _drop_progress(record: dict[str, Any]) -> None:
+    # The closing counts are exact: the per-partition ones go, and the record stays small.
+    record.pop(runs.PARTITIONS, None)
+    record.pop(runs.LIVE, None)
 
 
 def _plan_or_empty(store: BlobStore, work: WorkRef) -> dict[str, Any]:

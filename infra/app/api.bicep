@@ -96,6 +96,9 @@ var hostSettings = {
   // Activities are sync functions run on the worker's thread pool: one thread per concurrent
   // activity (host.json maxConcurrentActivityFunctions = 16) plus one per orchestrator (8).
   PYTHON_THREADPOOL_THREAD_COUNT: '24'
+  // HTTP streams (azurefunctions-extensions-http-fastapi, runtime 4.34.1+): the worker must
+  // index the functions at init, before Python 3.13. Chat streams its answers through it.
+  PYTHON_ENABLE_INIT_INDEXING: '1'
 }
 
 resource settings 'Microsoft.Web/sites/config@2024-04-01' = {

@@ -20,8 +20,9 @@ resource search 'Microsoft.Search/searchServices@2023-11-01' = {
     // Entra ID only by default; with keys allowed, both keys and Entra ID are accepted.
     disableLocalAuth: !allowKeys
     authOptions: allowKeys ? { aadOrApiKey: { aadAuthFailureMode: 'http401WithBearerChallenge' } } : null
-    // Retrieval is vector + full text with RRF; the semantic ranker is not used.
-    semanticSearch: 'disabled'
+    // The semantic ranker serves the chat's semantic query types; its free plan (1,000
+    // queries a month) needs Basic or higher, so the Free tier goes without it.
+    semanticSearch: sku == 'free' ? 'disabled' : 'free'
   }
 }
 

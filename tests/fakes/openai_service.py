@@ -22,11 +22,13 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from openapi_contract import errors_of, request_fields
 from PIL import Image
 
 MAX_IMAGES = 10
@@ -63,6 +65,16 @@ class FakeOpenAIService:
     bearer_token: str | None = "test-token"
     retry_after_s: int = 2
     requests: list[SeenRequest] = field(default_factory=list)
+    # A slow model: the streamed answer in `stream_deltas` pieces, `delta_interval_s` apart.
+    stream_deltas: int | None = None
+    delta_interval_s: float = 0.0
+    # When set, the last piece waits for it (at most 30 s): a test decides when the stream ends.
+    release: threading.Event | None = None
+    # When each stream was received and when its last byte was written (time.monotonic()).
+    stream_times: list[tuple[float, float]] = field(default_factory=list)
+    stream_finished: threading.Event = field(default_factory=threading.Event)
+    # Throttled once streaming: after this many pieces an error event ends the stream.
+    throttle_after: int | None = None
     _server: ThreadingHTTPServer | None = None
 
     @property
@@ -108,9 +120,30 @@ class FakeOpenAIService:
         answer = _answer(seen)
         model = seen.body.get("model") or seen.deployment
         if seen.body.get("stream"):
-            _send_stream(handler, model, answer)
+            received = time.monotonic()
+            pieces = self._pieces(answer)
+            error = None
+            if self.throttle_after is not None:
+                pieces = pieces[: self.throttle_after]
+                error = {"code": "429", "message": _throttled_message(self.retry_after_s)}
+            _send_stream(handler, model, pieces, self._pace, error)
+            self.stream_times.append((received, time.monotonic()))
+            self.stream_finished.set()
         else:
             _send_json(handler, 200, _completion(model, answer))
+
+    def _pieces(self, answer: str) -> list[str]:
+        if not self.stream_deltas:
+            return re.findall(r"\S+\s*", answer)
+        n = self.stream_deltas
+        return [answer[i * len(answer) // n : (i + 1) * len(answer) // n] for i in range(n)]
+
+    def _pace(self, index: int, count: int) -> None:
+        """Before piece ``index`` of ``count``: the model's pace, and the test's gate."""
+        if index > 0:
+            time.sleep(self.delta_interval_s)
+        if index == count - 1 and self.release is not None:
+            self.release.wait(timeout=30)
 
     def _check(self, handler: BaseHTTPRequestHandler) -> SeenRequest:
         url = urlsplit(handler.path)
@@ -131,12 +164,7 @@ class FakeOpenAIService:
             raise ContractError(400, "BadRequest", "Content-Type must be application/json")
         deployment = azure.group("deployment") if azure else str(body.get("model") or "")
         if deployment == THROTTLED:
-            raise ContractError(
-                429,
-                "429",
-                "Requests to the ChatCompletions_Create Operation have exceeded call rate limit. "
-                f"Please retry after {self.retry_after_s} seconds.",
-            )
+            raise ContractError(429, "429", _throttled_message(self.retry_after_s))
         if deployment == BROKEN:
             raise ContractError(500, "InternalServerError", "The server had an error.")
         if deployment not in self.deployments:
@@ -145,6 +173,7 @@ class FakeOpenAIService:
             )
         if "stream" in body and not isinstance(body["stream"], bool):
             raise ContractError(400, "BadRequest", "'stream' must be a boolean")
+        _check_parameters(body)
         images = _check_messages(body.get("messages"))
         if images > MAX_IMAGES:
             raise ContractError(
@@ -163,6 +192,22 @@ class FakeOpenAIService:
         if bearer != f"Bearer {expected}":
             raise ContractError(401, "401", "Unauthorized. Access token is missing or invalid.")
         return "bearer"
+
+
+def _check_parameters(body: dict[str, Any]) -> None:
+    """Every argument is one the inference document (2024-10-21) defines, of its type and
+    range: the service refuses the rest ("Unrecognized request argument supplied")."""
+    # The SDKs send the model (the deployment, for Azure) in the body too.
+    known = set(request_fields()) | {"model"}
+    for name in body:
+        if name not in known:
+            raise ContractError(
+                400, "BadRequest", f"Unrecognized request argument supplied: {name}"
+            )
+    problems = errors_of("createChatCompletionRequest", {**body, "messages": [{}]})
+    problems = [p for p in problems if not p.startswith("messages")]
+    if problems:
+        raise ContractError(400, "BadRequest", f"Invalid request: {problems[0]}")
 
 
 def _check_messages(messages: Any) -> int:
@@ -250,7 +295,20 @@ def _send_json(
     handler.wfile.write(data)
 
 
-def _send_stream(handler: BaseHTTPRequestHandler, model: str, answer: str) -> None:
+def _throttled_message(retry_after_s: int) -> str:
+    return (
+        "Requests to the ChatCompletions_Create Operation have exceeded call rate limit. "
+        f"Please retry after {retry_after_s} seconds."
+    )
+
+
+def _send_stream(
+    handler: BaseHTTPRequestHandler,
+    model: str,
+    pieces: list[str],
+    pace: Callable[[int, int], None],
+    error: dict[str, Any] | None = None,
+) -> None:
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
@@ -270,9 +328,16 @@ def _send_stream(handler: BaseHTTPRequestHandler, model: str, answer: str) -> No
     handler.end_headers()
     handler.wfile.write(chunk([], prompt_filter_results=[{"prompt_index": 0}]))
     handler.wfile.write(chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}}]))
-    for word in re.findall(r"\S+\s*", answer):
-        handler.wfile.write(chunk([{"index": 0, "delta": {"content": word}}]))
+    handler.wfile.flush()
+    for i, piece in enumerate(pieces):
+        pace(i, len(pieces))
+        handler.wfile.write(chunk([{"index": 0, "delta": {"content": piece}}]))
         handler.wfile.flush()
+    if error is not None:  # the status is out: the error is an event, then the stream ends
+        handler.wfile.write(f"data: {json.dumps({'error': error})}\n\n".encode())
+        handler.wfile.flush()
+        handler.close_connection = True
+        return
     handler.wfile.write(chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}]))
     handler.wfile.write(b"data: [DONE]\n\n")
     handler.wfile.flush()

@@ -403,6 +403,7 @@ class FakeSearchService:
             "vectorQueries",
             "queryType",
             "searchMode",
+            "semanticConfiguration",
         }
         unknown = set(payload) - known
         if unknown:
@@ -446,6 +447,7 @@ class FakeSearchService:
         with self._lock:
             documents = [dict(d) for d in index.documents.values()]
         documents = _filtered(documents, condition)
+        semantic = _semantic_configuration(index, payload)
         scored = self._scored(index, documents, payload)
         if orderby:
             scored.sort(key=lambda pair: pair[1].get(order_name) or "", reverse=direction == "desc")
@@ -455,9 +457,11 @@ class FakeSearchService:
         page = scored[skip : skip + top]
         shown_fields = select or [n for n, f in fields.items() if f["retrievable"]]
         values = []
+        best = max((score for score, _ in page), default=0.0) or 1.0
         for score, document in page:
             shown = {k: document.get(k) for k in shown_fields}
-            values.append({"@search.score": score, **shown})
+            ranked = {"@search.rerankerScore": 4.0 * score / best} if semantic else {}
+            values.append({"@search.score": score, **ranked, **shown})
         answer: dict[str, Any] = {"value": values}
         if payload.get("count"):
             answer["@odata.count"] = len(scored)
@@ -547,6 +551,33 @@ class FakeSearchService:
 
 
 # ---------------------------------------------------------------------- contract checks
+
+
+def _semantic_configuration(index: _Index, payload: dict[str, Any]) -> str | None:
+    """The configuration a semantic query ranks with (None: not a semantic query). As the
+    service: queryType simple|full|semantic; semantic needs search text and a configuration
+    of the index, named or its default; semanticConfiguration without semantic is refused."""
+    query_type = payload.get("queryType", "simple")
+    if query_type not in ("simple", "full", "semantic"):
+        raise _query_error(f"Invalid queryType '{query_type}'.", "queryType")
+    named = payload.get("semanticConfiguration")
+    if query_type != "semantic":
+        if named is not None:
+            raise _query_error(
+                "semanticConfiguration requires queryType 'semantic'.", "semanticConfiguration"
+            )
+        return None
+    if not payload.get("search"):
+        raise _query_error("A semantic query requires search text.", "search")
+    semantic = index.definition.get("semantic") or {}
+    names = [c.get("name") for c in semantic.get("configurations") or []]
+    chosen = named or semantic.get("defaultConfiguration")
+    if chosen not in names:
+        raise _query_error(
+            f"Unknown semantic configuration '{chosen}'. Defined: {names}.",
+            "semanticConfiguration",
+        )
+    return str(chosen)
 
 
 def _check_definition(definition: dict[str, Any]) -> None:
