@@ -284,10 +284,10 @@ def _data_sources(value: Any, default_index: str) -> DataSource:
 
 
 def _name(params: dict[str, Any], name: str) -> str | None:
-    value = _optional(params, name, str, None)
+    value: str | None = _optional(params, name, str, None)
     if value is not None and not value.strip():
         raise invalid(f"{P}.{name}", f"'{P}.{name}' must not be empty")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def _optional(params: dict[str, Any], name: str, kind: type, default: Any) -> Any:
