@@ -15,11 +15,11 @@ from typing import Any
 import openai
 import pytest
 import requests
+from app_functions import app_functions
 from chat_seed import Seeded, path_of, seed_chat_index
 from fakes.openai_service import THROTTLED, FakeOpenAIService
 from openapi_contract import assert_chunk, assert_error
 
-import function_app
 from imagerag.chat.endpoint import sse_events
 from imagerag.chat.errors import ChatError, unavailable
 from imagerag.chat.response import chunk_bodies
@@ -269,7 +269,7 @@ def test_every_http_function_speaks_fastapi_as_http_streams_require():
     from fastapi import Request, Response
 
     checked = []
-    for function in function_app.app.get_functions():
+    for function in app_functions():
         bindings = json.loads(function.get_function_json())["bindings"]
         trigger = next(b for b in bindings if b["type"].endswith("Trigger"))
         if trigger["type"] != "httpTrigger":

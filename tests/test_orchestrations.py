@@ -8,9 +8,9 @@ import json
 from typing import Any
 
 import pytest
+from app_functions import app_functions
 from durable_script import Call, Script
 
-import function_app
 from imagerag import naming
 from imagerag.ingestion import contract
 from orchestrations.ingest import (
@@ -36,7 +36,7 @@ REQUEST = {"container": CONTAINER, "index": "images-v", "run": RUN}
 def registered() -> dict[str, str]:
     """Every function of function_app.py with its trigger type."""
     names = {}
-    for fn in function_app.app.get_functions():
+    for fn in app_functions():
         bindings = json.loads(fn.get_function_json())["bindings"]
         trigger = next(b["type"] for b in bindings if b["type"].endswith("Trigger"))
         names[fn.get_function_name()] = trigger
