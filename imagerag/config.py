@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imagerag.naming import index_name_for
-from imagerag.ports import Answerer, BlobStore, ImageIndex, Vectorizer
+from imagerag.ports import Answerer, BlobStore, ImageIndex, TextEmbedder, Vectorizer
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -282,7 +282,18 @@ def image_index(settings: Settings, name: str) -> ImageIndex:
         )
     from imagerag.adapters.local_index import LocalImageIndex
 
-    return LocalImageIndex(directory=settings.local_data_dir / "index", name=name)
+    # Descriptions are also matched by meaning (sentence embeddings stored in the index);
+    # one embedder per process, shared by every index.
+    return LocalImageIndex(
+        directory=settings.local_data_dir / "index", name=name, text_embedder=_text_embedder()
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _text_embedder() -> TextEmbedder:
+    from imagerag.adapters.local_text_embedder import LocalTextEmbedder
+
+    return LocalTextEmbedder()
 
 
 @functools.lru_cache(maxsize=4)

@@ -178,6 +178,19 @@ class Vectorizer(Protocol):
         ...
 
 
+class TextEmbedder(Protocol):
+    """Sentences to unit-length vectors in a text-only space (descriptions and questions
+    compared by meaning). Used by the embedded index; Azure's equivalent is the semantic
+    ranker over full-text."""
+
+    @property
+    def model(self) -> ModelInfo: ...
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        """One vector per text, in order (batched inside)."""
+        ...
+
+
 # --------------------------------------------------------------------------- image index
 
 
@@ -345,6 +358,18 @@ class ImageIndex(Protocol):
         """Full-text over the content fields, best first. ``semantic``: rerank with the
         service's semantic ranker (``semantic_configuration``, else the index's default);
         SemanticConfigurationError when the index cannot."""
+        ...
+
+    def description_search(
+        self,
+        text: str,
+        *,
+        top: int,
+        fields: FieldMapping = FieldMapping(),
+        filter: str | None = None,
+    ) -> list[SearchHit] | None:
+        """The text's sentence embedding against the descriptions' (cosine, best first), or
+        None when the index holds no description vectors (Azure AI Search indexes here)."""
         ...
 
     def optimize(self) -> None:

@@ -177,6 +177,27 @@ def test_a_text_question_finds_images_by_description_in_the_default_index(host, 
     )
 
 
+def test_a_paraphrase_finds_its_picture_by_meaning(host, seeded):
+    # No content word in common with "a lighthouse on a rocky coast at sunset".
+    question = "a tall beacon guiding ships beside the ocean"
+    assert not set(question.split()) & set(DESCRIPTIONS[1].split()) - {"a", "on", "at"}
+    completion = sdk(host).chat.completions.create(
+        model="anything",
+        messages=[{"role": "user", "content": question}],
+        extra_body=source(seeded),
+    )
+    message = completion.choices[0].message
+    assert context_of(message)["citations"][0]["filepath"] == path_of(1)
+    assert "[doc1]" in (message.content or "")
+    # Full text only (query_type simple) has nothing to go on.
+    simple = sdk(host).chat.completions.create(
+        model="anything",
+        messages=[{"role": "user", "content": question}],
+        extra_body=source(seeded, query_type="simple"),
+    )
+    assert context_of(simple.choices[0].message)["citations"] == []
+
+
 def test_streaming_yields_context_first_then_content_then_ends(host, seeded):
     stream = sdk(host).chat.completions.create(
         model="anything",

@@ -458,6 +458,16 @@ class FakeIndex:
             for i, doc_id in enumerate(self._text[:top])
         ]
 
+    def description_search(
+        self,
+        text: str,
+        *,
+        top: int,
+        fields: FieldMapping = DEFAULT_FIELDS,
+        filter: str | None = None,
+    ) -> list[SearchHit] | None:
+        return None  # like an Azure AI Search index: no description vectors
+
 
 class RecordingAnswerer:
     model = "recording-model"

@@ -377,6 +377,18 @@ class AzureSearchImageIndex:
         score = "@search.rerankerScore" if semantic else "@search.score"
         return [self._hit(row, float(row.get(score) or 0.0), fields) for row in rows]
 
+    def description_search(
+        self,
+        text: str,
+        *,
+        top: int,
+        fields: FieldMapping = DEFAULT_FIELDS,
+        filter: str | None = None,
+    ) -> list[SearchHit] | None:
+        """None: these indexes hold no description vectors; meaning-level matching of text
+        is the semantic ranker's (query types semantic and vector_semantic_hybrid)."""
+        return None
+
     def _semantic_name(self, requested: str | None) -> str:
         """The configuration to rank with: the requested one, else the index's default;
         SemanticConfigurationError when the index has no such configuration."""

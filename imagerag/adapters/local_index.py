@@ -14,6 +14,10 @@ Design (numbers in bench/index.py):
 - Text search is LanceDB's inverted (BM25) index. LanceDB also searches rows written after the
   index was built (unindexed fragments are scanned) and honours deletions, so results are right
   immediately after a write; ``optimize()`` folds the new rows into the index.
+- With a text embedder, each description is also stored as a sentence embedding
+  (``description_vector``), computed when a document is written or its description changes,
+  and searched like the image vectors. The text model is recorded next to the image model and
+  is part of the index's identity.
 - The connection has ``read_consistency_interval=0``: every read checks for the latest version,
   so writes by other handles or other processes are seen at once.
 """
@@ -24,6 +28,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -37,7 +42,9 @@ from imagerag.adapters import odata
 from imagerag.adapters.group_commit import GroupCommit, Op
 from imagerag.adapters.index_rules import check_documents, check_index_model
 from imagerag.adapters.local_table import (
+    DESCRIPTION_VECTOR_FIELD,
     KEY_FIELD,
+    TEXT_MODEL_METADATA_KEY,
     VECTOR_FIELD,
     check_mapped_fields,
     chunks,
@@ -49,6 +56,7 @@ from imagerag.adapters.local_table import (
     sql_list,
     sql_string,
     string_fields,
+    vector_column,
     vector_dims,
 )
 from imagerag.adapters.local_vectors import VectorCache, top_k
@@ -59,11 +67,13 @@ from imagerag.ports import (
     ImageIndexError,
     IndexDocument,
     IndexField,
+    IndexModelMismatchError,
     IndexNotFoundError,
     MetadataPatch,
     ModelInfo,
     SearchHit,
     SemanticConfigurationError,
+    TextEmbedder,
 )
 
 logger = logging.getLogger(__name__)
@@ -85,6 +95,7 @@ class LocalImageIndex:
         directory: Path,
         name: str,
         keep_versions_for: timedelta = timedelta(minutes=1),
+        text_embedder: TextEmbedder | None = None,
     ) -> None:
         if not _TABLE_NAME.match(name):
             raise ValueError(
@@ -104,6 +115,7 @@ class LocalImageIndex:
         self._search_lock = threading.Lock()
         self._caches: dict[str, VectorCache] = {}
         self._writer = GroupCommit(self._apply)
+        self._embedder = text_embedder
 
     @property
     def name(self) -> str:
@@ -173,7 +185,7 @@ class LocalImageIndex:
 
     def _create_locked(self, model: ModelInfo) -> Any:
         try:
-            self._table = self._db.create_table(self._name, schema=schema(model))
+            self._table = self._db.create_table(self._name, schema=schema(model, self._text_model))
             logger.info("created local index %s for %s %s", self._name, model.name, model.version)
         except Exception as exc:  # another handle or process created it first
             try:
@@ -182,14 +194,28 @@ class LocalImageIndex:
                 raise exc from None
         return self._table
 
+    @property
+    def _text_model(self) -> ModelInfo | None:
+        return None if self._embedder is None else self._embedder.model
+
     def _check_model(self, table: Any, model: ModelInfo) -> None:
+        delete_hint = f"{self._directory / self._name}.lance"
         check_index_model(
             index=f"local index {self._name!r}",
             recorded=recorded_model(table.schema),
             dims=vector_dims(table.schema, VECTOR_FIELD),
             model=model,
-            delete_hint=f"{self._directory / self._name}.lance",
+            delete_hint=delete_hint,
         )
+        recorded_text = recorded_model(table.schema, TEXT_MODEL_METADATA_KEY)
+        if recorded_text != self._text_model:
+            held = "no" if recorded_text is None else recorded_text.name
+            wanted = "none" if self._text_model is None else self._text_model.name
+            raise IndexModelMismatchError(
+                f"local index {self._name!r} holds {held} description vectors but the text "
+                f"embedder is {wanted}; use a new index name, or delete {delete_hint} and "
+                "ingest again"
+            )
 
     def _ensure_fts(self, table: Any, columns: Iterable[str]) -> None:
         missing = [c for c in columns if c not in self._fts_columns]
@@ -245,22 +271,23 @@ class LocalImageIndex:
             return
         table = self._require()
         self._check_documents(table, documents)
-        rows = document_rows(documents, table.schema)
+        rows = document_rows(documents, table.schema, self._embed(table, documents))
         self._writer.submit(Op("upsert", rows=rows))
 
     def merge_metadata(self, patches: list[MetadataPatch]) -> None:
         """Patches for ids that do not exist are ignored (nothing is inserted)."""
         if not patches:
             return
-        self._require()
-        rows = pa.table(
-            {
-                KEY_FIELD: [p.id for p in patches],
-                "description": [p.description for p in patches],
-                "source": [p.source for p in patches],
-            }
-        )
-        self._writer.submit(Op("merge", rows=rows))
+        table = self._require()
+        columns: dict[str, Any] = {
+            KEY_FIELD: [p.id for p in patches],
+            "description": [p.description for p in patches],
+            "source": [p.source for p in patches],
+        }
+        vectors = self._embed(table, patches)
+        if vectors is not None:
+            columns[DESCRIPTION_VECTOR_FIELD] = vector_column(vectors)
+        self._writer.submit(Op("merge", rows=pa.table(columns)))
 
     def delete(self, ids: list[str]) -> None:
         if not ids:
@@ -271,6 +298,15 @@ class LocalImageIndex:
     def optimize(self) -> None:
         self._require()
         self._writer.submit(Op("optimize"))
+
+    def _embed(
+        self, table: Any, items: list[IndexDocument] | list[MetadataPatch]
+    ) -> list[list[float]] | None:
+        """Description vectors for the rows written, where the table has the field (computed
+        by the caller, outside the group commit, so writers embed in parallel)."""
+        if self._embedder is None or DESCRIPTION_VECTOR_FIELD not in table.schema.names:
+            return None
+        return self._embedder.embed([item.description for item in items])
 
     def _check_documents(self, table: Any, documents: list[IndexDocument]) -> None:
         # Checked per caller before queueing, so one bad document fails only its own caller.
@@ -378,6 +414,25 @@ class LocalImageIndex:
             query = query.where(odata.to_sql(condition), prefilter=True)
         rows = query.select([*dict.fromkeys(wanted), "_score"]).limit(top).to_arrow().to_pylist()
         return [hit_from_row(row, float(row["_score"]), fields) for row in rows]
+
+    def description_search(
+        self,
+        text: str,
+        *,
+        top: int,
+        fields: FieldMapping = DEFAULT_FIELDS,
+        filter: str | None = None,
+    ) -> list[SearchHit] | None:
+        """Cosine of the text's embedding against the description vectors; None when this
+        handle has no embedder or the index was made without the field."""
+        table = self._require()
+        if self._embedder is None or DESCRIPTION_VECTOR_FIELD not in table.schema.names:
+            return None
+        if top <= 0 or not text.strip():
+            return []
+        vector = self._embedder.embed([text])[0]
+        mapping = replace(fields, image_vector_fields=(DESCRIPTION_VECTOR_FIELD,))
+        return self.vector_search(vector, top=top, fields=mapping, filter=filter)
 
     def _cache(self, table: Any, field_name: str) -> VectorCache:
         version = table.version  # read before scanning: a later commit triggers a new refresh

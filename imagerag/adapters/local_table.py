@@ -20,8 +20,11 @@ from imagerag.ports import (
 )
 
 MODEL_METADATA_KEY = b"imagerag.model"
+TEXT_MODEL_METADATA_KEY = b"imagerag.text_model"
 KEY_FIELD = "id"
 VECTOR_FIELD = "image_vector"
+# Sentence embeddings of the descriptions (only in indexes made with a text embedder).
+DESCRIPTION_VECTOR_FIELD = "description_vector"
 STRING_FIELDS = (
     "description",
     "filepath",
@@ -34,21 +37,30 @@ STRING_FIELDS = (
 )
 
 
-def schema(model: ModelInfo) -> pa.Schema:
+def schema(model: ModelInfo, text_model: ModelInfo | None = None) -> pa.Schema:
+    fields = [pa.field(KEY_FIELD, pa.string(), nullable=False)]
+    fields.append(pa.field(VECTOR_FIELD, pa.list_(pa.float32(), model.dimensions)))
+    fields += [pa.field(name, pa.string()) for name in STRING_FIELDS]
+    metadata = {MODEL_METADATA_KEY: _model_json(model)}
+    if text_model is not None:
+        dims = text_model.dimensions
+        fields.append(pa.field(DESCRIPTION_VECTOR_FIELD, pa.list_(pa.float32(), dims)))
+        metadata[TEXT_MODEL_METADATA_KEY] = _model_json(text_model)
+    return pa.schema(fields, metadata=metadata)
+
+
+def _model_json(model: ModelInfo) -> bytes:
     recorded = {
         "name": model.name,
         "version": model.version,
         "dimensions": model.dimensions,
         "supports_text": model.supports_text,
     }
-    fields = [pa.field(KEY_FIELD, pa.string(), nullable=False)]
-    fields.append(pa.field(VECTOR_FIELD, pa.list_(pa.float32(), model.dimensions)))
-    fields += [pa.field(name, pa.string()) for name in STRING_FIELDS]
-    return pa.schema(fields, metadata={MODEL_METADATA_KEY: json.dumps(recorded).encode()})
+    return json.dumps(recorded).encode()
 
 
-def recorded_model(schema: pa.Schema) -> ModelInfo | None:
-    raw = (schema.metadata or {}).get(MODEL_METADATA_KEY)
+def recorded_model(schema: pa.Schema, key: bytes = MODEL_METADATA_KEY) -> ModelInfo | None:
+    raw = (schema.metadata or {}).get(key)
     if raw is None:
         return None
     data = json.loads(raw)
@@ -92,16 +104,25 @@ def hit_from_row(row: dict[str, Any], score: float, fields: FieldMapping) -> Sea
     return search_hit(id=row[KEY_FIELD], score=score, fields=fields, value=value)
 
 
-def document_rows(documents: list[IndexDocument], schema: pa.Schema) -> pa.Table:
-    dims = len(documents[0].image_vector)
-    flat = np.asarray([d.image_vector for d in documents], dtype=np.float32).reshape(-1)
+def document_rows(
+    documents: list[IndexDocument],
+    schema: pa.Schema,
+    description_vectors: list[list[float]] | None = None,
+) -> pa.Table:
     columns: dict[str, Any] = {
         KEY_FIELD: [d.id for d in documents],
-        VECTOR_FIELD: pa.FixedSizeListArray.from_arrays(pa.array(flat), dims),
+        VECTOR_FIELD: vector_column([d.image_vector for d in documents]),
     }
     for name in STRING_FIELDS:
         columns[name] = [getattr(d, name) for d in documents]
+    if description_vectors is not None:
+        columns[DESCRIPTION_VECTOR_FIELD] = vector_column(description_vectors)
     return pa.table(columns, schema=schema)
+
+
+def vector_column(vectors: list[list[float]]) -> pa.FixedSizeListArray:
+    flat = np.asarray(vectors, dtype=np.float32).reshape(-1)
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat), len(vectors[0]))
 
 
 def last_per_id(rows: pa.Table) -> pa.Table:
