@@ -16,6 +16,7 @@ from imagerag.ingestion.contract import (
     DELETE_STALE,
     END_RUN,
     ENSURE_INDEX,
+    FAIL_RUN,
     INGEST_IMAGE,
     PLAN_RUN,
     WRITE_PARTITION_REPORT,
@@ -24,6 +25,7 @@ from imagerag.ingestion.contract import (
     EndRun,
     EnsureIndexInput,
     EntryResult,
+    FailedRun,
     ImageTask,
     IndexReady,
     IndexRefused,
@@ -63,6 +65,14 @@ def begin_run(payload: SyncRef) -> RunRef:
         "requested": start.requested,
         "changes": start.changes,
     }
+
+
+@bp.function_name(FAIL_RUN.name)
+@bp.activity_trigger(input_name="payload")
+@FAIL_RUN.implementation
+def fail_run(payload: FailedRun) -> bool:
+    settings = config.settings()
+    return runs.fail_run(config.blob_store(settings), settings.work_container, payload["run"])
 
 
 @bp.function_name(END_RUN.name)

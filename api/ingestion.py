@@ -18,6 +18,7 @@ from azurefunctions.extensions.http.fastapi import Request, Response
 from imagerag import config, manifest, naming
 from imagerag.ingestion import runs, sync_state
 from imagerag.ingestion.contract import SyncRequest
+from imagerag.ports import InvalidBlobNameError
 from orchestrations.ingest import SYNC_ORCHESTRATOR
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,9 @@ _ACTIVE = {OrchestrationRuntimeStatus.Pending, OrchestrationRuntimeStatus.Runnin
 _START_ATTEMPTS = 120
 _START_PAUSE_S = 0.25
 JSON_TYPE = "application/json; charset=utf-8"
+# Runs and notices per page of the list route: ``top`` (default, most).
+PAGE_DEFAULT = 20
+PAGE_MAX = 100
 
 
 @bp.function_name("ingest_metadata_trigger")
@@ -98,24 +102,47 @@ async def metadata_events(
 @bp.function_name("list_ingestions")
 @bp.route(route="ingestions", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 async def list_ingestions(req: Request) -> Response:
-    """Every run and notice, newest first: one listing of the run records."""
+    """Runs and notices, newest first, a page at a time: ``top`` of them (default 20, at most
+    100) from where ``continuationToken`` (a previous page's) left off. A page that is not the
+    last carries ``nextLink``, the URL of the next one. One listing request per page."""
+    top_text = req.query_params.get("top", str(PAGE_DEFAULT))
+    if not top_text.isdigit() or not 1 <= int(top_text) <= PAGE_MAX:
+        return _error(
+            HTTPStatus.BAD_REQUEST,
+            "InvalidTop",
+            f"must be an integer from 1 to {PAGE_MAX}",
+            field="top",
+        )
+    top = int(top_text)
+    continuation = req.query_params.get("continuationToken") or None
     settings = config.settings()
     store = config.blob_store(settings)
-    summaries = await asyncio.to_thread(runs.list_records, store, settings.work_container)
-    return _json_response({"value": [_listed(s) for s in summaries]})
+    try:
+        summaries, following = await asyncio.to_thread(
+            runs.list_page, store, settings.work_container, size=top, continuation=continuation
+        )
+    except InvalidBlobNameError:
+        return _error(
+            HTTPStatus.BAD_REQUEST,
+            "InvalidContinuationToken",
+            "pass the continuationToken of a nextLink unchanged",
+            field="continuationToken",
+        )
+    body: dict[str, Any] = {"value": [_listed(s) for s in summaries]}
+    if following is not None:
+        body["nextLink"] = str(req.url.include_query_params(top=top, continuationToken=following))
+    return _json_response(body)
 
 
 @bp.function_name("get_ingestion")
 @bp.route(route="ingestions/{instanceId}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
-@bp.durable_client_input(client_name="client")
-async def get_ingestion(req: Request, client: df.DurableOrchestrationClient) -> Response:
-    """One run (progress, counts, files read, notices) or notice."""
+async def get_ingestion(req: Request) -> Response:
+    """One run (progress, counts, files read, notices) or notice: one read of its record (a
+    run whose orchestration failed is closed as failed by the sync orchestration)."""
     record = await _find_record(req)
     if isinstance(record, Response):
         return record
-    if record.get("kind") == "run" and record.get("phase") in (runs.PLANNING, runs.INGESTING):
-        record = await _unless_failed(client, record)
-    return _json_response(record)
+    return _json_response({k: v for k, v in record.items() if k not in runs.BOOKKEEPING})
 
 
 @bp.function_name("get_ingestion_report")
@@ -251,27 +278,6 @@ async def _find_record(req: Request) -> dict[str, Any] | Response:
     if record is None:
         return _error(HTTPStatus.NOT_FOUND, "NotFound", f"no ingestion {record_id}")
     return record
-
-
-async def _unless_failed(
-    client: df.DurableOrchestrationClient, record: dict[str, Any]
-) -> dict[str, Any]:
-    """A run whose orchestration failed never closes its record: say so, without the
-    exception text (a traceback with server paths; the host log has it)."""
-    status = await client.get_status(str(record["id"]))
-    if status.runtime_status not in (
-        OrchestrationRuntimeStatus.Failed,
-        OrchestrationRuntimeStatus.Terminated,
-    ):
-        return record
-    return record | {
-        "phase": "failed",
-        "error": {
-            "code": "IngestionFailed",
-            "message": "the ingestion failed unexpectedly; the host log has the details "
-            f"(instance {record['id']})",
-        },
-    }
 
 
 def _listed(summary: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ Starts Azurite and devhost (bench/stack.py), then writes the run records of ``--
 finished runs of ``--entries`` entries each straight into the work container (what those runs
 would have left: no need to ingest a million images), plus one run still ingesting with the
 progress of each of its partitions (half completed, the others half done). Then it times,
-through HTTP, sequential calls of ``GET /api/ingestions`` (the list) and
+through HTTP, sequential calls of ``GET /api/ingestions`` (the list's first page, 20 runs) and
 ``GET /api/ingestions/{id}`` (one run, finished and in progress).
 
 Last line: ``RESULT ingestions=... entries=... list_p95_ms=... status_p95_ms=...
@@ -121,7 +121,11 @@ def main() -> None:
         ids, running = seed(store, args.ingestions, args.entries)
         session = requests.Session()
         base = f"{stack.base_url}/api/ingestions"
-        listed = session.get(base, timeout=30).json()["value"]
+        listed, url = [], f"{base}?top=100"
+        while url is not None:  # every page, to check the seeding
+            page = session.get(url, timeout=30).json()
+            listed.extend(page["value"])
+            url = page.get("nextLink")
         if len(listed) != args.ingestions + 1:
             raise SystemExit(f"listed {len(listed)} ingestions, seeded {args.ingestions + 1}")
         shown = session.get(f"{base}/{running}", timeout=30).json()

@@ -229,8 +229,8 @@ def describe(store: BlobStore, work_container: str, source: DataSource) -> dict[
         } | {"report": f"/api/ingestions/{latest['id']}/report"}
     if state["running"] or state["requested"] > state["handled"]:
         return body | {"state": "ingesting"}
-    if latest is not None and latest.get("phase") == runs.REJECTED:
-        reason = (latest.get("error") or {}).get("message", "the last ingestion was rejected")
+    if latest is not None and latest.get("phase") in (runs.REJECTED, runs.FAILED):
+        reason = (latest.get("error") or {}).get("message", "the last ingestion failed")
         return body | {"state": "failed", "reason": reason}
     return body | {"state": "ready"}
 

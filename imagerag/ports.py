@@ -52,6 +52,14 @@ class BlobInfo:
     metadata: dict[str, str]
 
 
+@dataclass(frozen=True, slots=True)
+class BlobPage:
+    """One page of a listing; ``continuation`` (opaque) lists the next one, None on the last."""
+
+    blobs: list[BlobInfo]
+    continuation: str | None
+
+
 class BlobStore(Protocol):
     """Blob access as the domain needs it.
 
@@ -92,6 +100,14 @@ class BlobStore(Protocol):
     ) -> list[BlobInfo]:
         """Blobs whose names start with ``prefix`` (with their metadata), by name; only those
         outside any folder when ``top_level``. A missing container lists nothing."""
+        ...
+
+    def list_page(
+        self, container: str, *, prefix: str = "", size: int, continuation: str | None = None
+    ) -> BlobPage:
+        """At most ``size`` blobs whose names start with ``prefix`` (with their metadata), by
+        name, from where the page that returned ``continuation`` ended: one listing request.
+        A malformed ``continuation`` raises InvalidBlobNameError."""
         ...
 
     def properties(self, container: str, path: str) -> BlobProperties | None:

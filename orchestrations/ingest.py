@@ -20,6 +20,7 @@ from imagerag.ingestion.contract import (
     DELETE_STALE,
     END_RUN,
     ENSURE_INDEX,
+    FAIL_RUN,
     INGEST_IMAGE,
     PLAN_RUN,
     WRITE_PARTITION_REPORT,
@@ -61,16 +62,20 @@ bp = df.Blueprint()
 @bp.orchestration_trigger(context_name="context")
 def sync_container(context: df.DurableOrchestrationContext) -> Generator[Any, Any, int]:
     """Run the container's runs until no request is left (see sync_state.py); returns how
-    many runs this history ran."""
+    many runs this history ran. A run that fails is closed as failed here, so its record (what
+    the status routes read) says so without asking the Durable instance store."""
     request: SyncRequest = context.get_input()
     ref: SyncRef = {"container": request["container"], "epoch": request["epoch"]}
     for done in range(1, RUNS_PER_HISTORY + 1):
         run: RunRef = yield BEGIN_RUN.call(context, ref)
-        yield context.call_sub_orchestrator(
-            INGEST_ORCHESTRATOR,
-            {"container": request["container"], "index": request["index"], "run": run},
-            instance_id=run["id"],
-        )
+        try:
+            yield context.call_sub_orchestrator(
+                INGEST_ORCHESTRATOR,
+                {"container": request["container"], "index": request["index"], "run": run},
+                instance_id=run["id"],
+            )
+        except Exception:  # the run failed unexpectedly: its record says so, the next go on
+            yield FAIL_RUN.call(context, {"container": request["container"], "run": run["id"]})
         ended: EndRun = yield END_RUN.call(context, ref)
         if not ended["again"]:
             return done

@@ -28,6 +28,11 @@ class Call:
     instance_id: str | None = None
     retry: Any = None
     result: Any = None
+    error: str | None = None  # it failed: the orchestrator gets TaskFailed at its yield
+
+
+class TaskFailed(Exception):
+    """What the SDK raises at the yield of a failed activity or sub-orchestration."""
 
 
 @dataclass
@@ -118,10 +123,15 @@ class Script:
         recorded: list[Call] | None,
     ) -> Any:
         generator = orchestrator(context)
-        value: Any = None
         try:
+            task = generator.send(None)
             while True:
-                value = self._resolve(generator.send(value), recorded)
+                try:
+                    value = self._resolve(task, recorded)
+                except TaskFailed as failed:
+                    task = generator.throw(failed)
+                else:
+                    task = generator.send(value)
         except StopIteration as stop:
             return _json(stop.value)
 
@@ -139,17 +149,26 @@ class Script:
 
     def _complete(self, call: Call, recorded: list[Call] | None) -> Any:
         if recorded is not None:  # replay: the result the first run recorded for this task
-            call.result = _find(recorded, call).result
+            found = _find(recorded, call)
+            call.result, call.error = found.result, found.error
+            if call.error is not None:
+                raise TaskFailed(call.error)
             return call.result
-        if call.kind == "activity":
-            self._check(call.name, "activityTrigger")
-            call.result = _json(self.activities[call.name](copy.deepcopy(call.payload)))
-        else:
-            self._check(call.name, "orchestrationTrigger")
-            assert call.instance_id, "sub-orchestrations need deterministic instance ids"
-            child = ScriptedContext(input=call.payload, instance_id=call.instance_id)
-            self.children[call.instance_id] = child
-            call.result = self._drive(self.orchestrators[call.name], child, None)
+        try:
+            if call.kind == "activity":
+                self._check(call.name, "activityTrigger")
+                call.result = _json(self.activities[call.name](copy.deepcopy(call.payload)))
+            else:
+                self._check(call.name, "orchestrationTrigger")
+                assert call.instance_id, "sub-orchestrations need deterministic instance ids"
+                child = ScriptedContext(input=call.payload, instance_id=call.instance_id)
+                self.children[call.instance_id] = child
+                call.result = self._drive(self.orchestrators[call.name], child, None)
+        except AssertionError:
+            raise  # a broken test or contract, not a failed task
+        except Exception as exc:  # the task failed: the host tells the orchestrator so
+            call.error = f"{call.name} failed: {exc}"
+            raise TaskFailed(call.error) from exc
         return call.result
 
     def _check(self, name: str, trigger: str) -> None:

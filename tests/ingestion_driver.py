@@ -103,9 +103,15 @@ class Driver:
         return wait(idle, timeout, "the container's runs to finish")
 
     def listed(self) -> list[dict[str, Any]]:
-        response = requests.get(f"{self.host.base_url}/api/ingestions", timeout=30)
-        assert response.status_code == 200, response.text
-        return list(response.json()["value"])
+        """Every run and notice, newest first (every page)."""
+        found: list[dict[str, Any]] = []
+        url: str | None = f"{self.host.base_url}/api/ingestions?top=100"
+        while url is not None:
+            response = requests.get(url, timeout=30)
+            assert response.status_code == 200, response.text
+            found.extend(response.json()["value"])
+            url = response.json().get("nextLink")
+        return found
 
     def runs(self) -> list[dict[str, Any]]:
         return [r for r in self.listed() if r["kind"] == "run" and r["container"] == self.name]

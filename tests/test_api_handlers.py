@@ -20,6 +20,7 @@ from fastapi_request import fastapi_request
 from api import ingestion as api
 from imagerag import config, naming
 from imagerag.ingestion import runs, sync_state
+from imagerag.ports import InvalidBlobNameError
 from orchestrations.ingest import SYNC_ORCHESTRATOR
 
 CREATED = "2026-12-01T10:00:00Z"
@@ -224,8 +225,10 @@ def test_a_near_miss_name_created_gets_a_notice(app_settings) -> None:
 # --------------------------------------------------------------------------- status routes
 
 
-def call(handler: Any, client: FakeDurableClient, **route: str) -> tuple[int, Any]:
-    request = fastapi_request("GET", "http://app/api/ingestions", route_params=route)
+def call(
+    handler: Any, client: FakeDurableClient, url: str = "http://app/api/ingestions", **route: str
+) -> tuple[int, Any]:
+    request = fastapi_request("GET", url, route_params=route)
     user = handler.build().get_user_function()
     function = getattr(user, "client_function", user)
     args = (request, client) if function is not user else (request,)
@@ -256,6 +259,66 @@ def test_the_list_shows_runs_newest_first(app_settings) -> None:
     ]
 
 
+def pages(url: str) -> list[list[str]]:
+    """The ids of each page, following nextLink to the end."""
+    found: list[list[str]] = []
+    next_url: str | None = url
+    while next_url is not None:
+        status, body = call(api.list_ingestions, FakeDurableClient(), next_url)
+        assert status == 200, body
+        found.append([item["instanceId"] for item in body["value"]])
+        next_url = body.get("nextLink")
+    return found
+
+
+def test_the_list_pages_newest_first_with_next_links(app_settings) -> None:
+    ids = [record(app_settings, n, phase="completed", total=1, done=1) for n in range(1, 8)]
+    newest_first = ids[::-1]
+    assert pages("http://app/api/ingestions?top=3") == [
+        newest_first[0:3],
+        newest_first[3:6],
+        newest_first[6:7],
+    ]
+    assert pages("http://app/api/ingestions") == [newest_first]  # default page size: 20
+    status, body = call(api.list_ingestions, FakeDurableClient(), "http://app/api/ingestions?top=7")
+    assert status == 200 and "nextLink" not in body and len(body["value"]) == 7
+
+
+def test_the_next_link_keeps_the_query_and_runs_added_meanwhile_wait_for_page_one(
+    app_settings,
+) -> None:
+    ids = [record(app_settings, n, phase="completed") for n in range(1, 6)]
+    status, first = call(
+        api.list_ingestions, FakeDurableClient(), "http://app/api/ingestions?top=2&code=k"
+    )
+    assert [i["instanceId"] for i in first["value"]] == [ids[4], ids[3]]
+    link = first["nextLink"]
+    assert link.startswith("http://app/api/ingestions?") and "code=k" in link and "top=2" in link
+    # runs created and updated between two pages: neither repeated nor skipped
+    added = [record(app_settings, n, phase="planning") for n in (6, 7)]
+    record(app_settings, 3, phase="completed", done=1)
+    rest = pages(link)
+    assert sum(rest, []) == [ids[2], ids[1], ids[0]]
+    assert pages("http://app/api/ingestions?top=100") == [[*added[::-1], *ids[::-1]]]
+
+
+@pytest.mark.parametrize("top", ["0", "101", "x", "-1", "2.5"])
+def test_a_bad_top_is_a_400_naming_the_field(app_settings, top: str) -> None:
+    url = f"http://app/api/ingestions?top={top}"
+    status, body = call(api.list_ingestions, FakeDurableClient(), url)
+    assert status == 400 and body["error"]["field"] == "top"
+
+
+def test_a_notice_written_again_moves_to_the_top_once(app_settings) -> None:
+    client = FakeDurableClient()
+    container = app_settings.images_container
+    deliver(client, api.BLOB_CREATED, container, "Metadata.json")
+    run = record(app_settings, 1, phase="completed")
+    deliver(client, api.BLOB_CREATED, container, "Metadata.json")
+    [[notice, first]] = pages("http://app/api/ingestions")
+    assert first == run and notice == naming.notice_id(container, "Metadata.json")
+
+
 @pytest.mark.parametrize("handler", [api.get_ingestion, api.get_ingestion_report])
 def test_a_malformed_id_is_a_400_naming_the_field(app_settings, handler: Any) -> None:
     status, body = call(handler, FakeDurableClient(), instanceId="../etc")
@@ -279,10 +342,33 @@ def test_the_report_of_a_running_ingestion_is_not_ready(app_settings) -> None:
 
 
 def test_a_run_whose_orchestration_failed_says_so_without_a_traceback(app_settings) -> None:
-    run_id = record(app_settings, 1, phase="ingesting")
-    client = FakeDurableClient()
-    client.add(run_id, "ingest_run", "Failed", output="Traceback (most recent call last): ...")
+    run_id = record(app_settings, 1, phase="ingesting", done=3)
+    store = config.blob_store(app_settings)
+    assert runs.fail_run(store, app_settings.work_container, run_id) is True
+    assert runs.fail_run(store, app_settings.work_container, run_id) is False  # once
+    client = FakeDurableClient()  # the record says it all: the instance store is not asked
     status, body = call(api.get_ingestion, client, instanceId=run_id)
     assert status == 200
     assert body["phase"] == "failed" and body["error"]["code"] == "IngestionFailed"
-    assert "Traceback" not in json.dumps(body)
+    assert body["done"] == 3 and "Traceback" not in json.dumps(body)
+    [listed] = call(api.list_ingestions, client)[1]["value"]
+    assert listed["phase"] == "failed"
+
+
+def test_a_run_that_ended_is_not_failed_afterwards(app_settings) -> None:
+    run_id = record(app_settings, 1, phase="completed")
+    store = config.blob_store(app_settings)
+    assert runs.fail_run(store, app_settings.work_container, run_id) is False
+    assert call(api.get_ingestion, FakeDurableClient(), instanceId=run_id)[1]["phase"] == (
+        "completed"
+    )
+
+
+def test_a_continuation_token_storage_rejects_is_a_400(app_settings, monkeypatch) -> None:
+    def rejected(*args: Any, **kwargs: Any) -> Any:
+        raise InvalidBlobNameError("storage rejected the name: OutOfRangeInput")
+
+    monkeypatch.setattr(runs, "list_page", rejected)
+    url = "http://app/api/ingestions?continuationToken=not-a-token"
+    status, body = call(api.list_ingestions, FakeDurableClient(), url)
+    assert status == 400 and body["error"]["field"] == "continuationToken"

@@ -202,6 +202,14 @@ def test_sub_orchestration_retry_starts_the_child_again(devhost, app_env, wait_f
     assert child["runtimeStatus"] == "Completed"
 
 
+def test_a_failed_sub_orchestration_can_be_caught_by_its_parent(devhost, app_env, wait_for):
+    host = devhost(APP, env=app_env)
+    status = wait_done(wait_for, start_orchestration(host, "catches_failed_child", None))
+    assert status["runtimeStatus"] == "Completed", status
+    assert "orchestrator gave up" in status["output"]["caught"]
+    assert status["output"]["after"] == 27
+
+
 def test_durable_timer_and_orchestrator_failure(devhost, app_env, wait_for):
     host = devhost(APP, env=app_env)
     started = time.monotonic()

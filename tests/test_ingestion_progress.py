@@ -120,7 +120,8 @@ def test_progress_counts_move_before_any_partition_completes(
     assert moving["phase"] == "ingesting" and moving["total"] == len(paths)
     assert moving["byStatus"]["indexed"] == len(paths) - 2
     assert gate.waiting >= 2  # the last image of each partition is still held
-    assert app.runs()[0]["done"] == len(paths) - 2  # the list route shows the same
+    # the list route shows the same (its listing blob is written just after the record)
+    wait(lambda: app.runs()[0]["done"] == len(paths) - 2, 10, "the listed counts")
     reports = app.blob_service.get_container_client(app.work).list_blobs(f"{run_id}/reports/")
     assert list(reports) == []  # no partition has completed
 

@@ -372,3 +372,46 @@ def test_run_records_list_newest_first_from_one_listing(store: AzureBlobStore) -
         runs.update_record(store, work, run_id, container="images", phase="completed")
     listed = runs.list_records(store, work)
     assert [r["id"] for r in listed] == [naming.run_id("images", n) for n in (3, 2, 1)]
+
+
+def test_a_page_of_run_records_is_one_listing_of_that_size(store: AzureBlobStore) -> None:
+    work = f"w{uuid.uuid4().hex[:10]}"
+    store.ensure_container(work)
+    ids = [naming.run_id("images", n) for n in range(1, 6)]
+    for run_id in ids:
+        runs.update_record(store, work, run_id, container="images", phase="completed")
+    first, continuation = runs.list_page(store, work, size=2)
+    assert [r["id"] for r in first] == [ids[4], ids[3]] and continuation is not None
+    second, continuation = runs.list_page(store, work, size=2, continuation=continuation)
+    third, last = runs.list_page(store, work, size=2, continuation=continuation)
+    assert [r["id"] for r in second + third] == [ids[2], ids[1], ids[0]] and last is None
+    assert runs.list_page(store, f"{work}-missing", size=2) == ([], None)
+
+
+def test_the_listed_summary_is_the_last_write_of_concurrent_writers(
+    store: AzureBlobStore,
+) -> None:
+    work = f"w{uuid.uuid4().hex[:10]}"
+    store.ensure_container(work)
+    run_id = naming.run_id("images", 1)
+    runs.update_record(store, work, run_id, container="images", phase="ingesting", done=0)
+
+    def count() -> None:
+        for _ in range(5):
+            runs.update_record(store, work, run_id, lambda r: r.update(done=r["done"] + 1))
+
+    threads = [threading.Thread(target=count) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert runs.list_records(store, work)[0]["done"] == 30  # not an earlier writer's summary
+    runs.update_record(store, work, run_id, phase="completed")
+    [listed] = runs.list_records(store, work)
+    record = runs.read_record(store, work, run_id)
+    assert record is not None and record["done"] == 30 and record["revision"] == 32
+    assert (listed["phase"], listed["done"], listed["updated"]) == (
+        "completed",
+        30,
+        record["updated"],
+    )

@@ -60,11 +60,14 @@ class Pipeline:
         self.runs = 0
         self.again: list[bool] = []
         self.ended: list[dict] = []
+        self.failed: list[dict] = []
+        self.crash_runs: set[int] = set()  # runs whose planning raises (a bug, an outage)
 
     def handlers(self) -> dict[str, Any]:
         return {
             contract.BEGIN_RUN.name: self.begin_run,
             contract.END_RUN.name: self.end_run,
+            contract.FAIL_RUN.name: self.fail_run,
             contract.PLAN_RUN.name: self.plan,
             contract.ENSURE_INDEX.name: self.ensure_index,
             contract.INGEST_IMAGE.name: self.ingest_image,
@@ -84,8 +87,14 @@ class Pipeline:
         self.ended.append(payload)
         return {"again": self.again.pop(0) if self.again else False}
 
+    def fail_run(self, payload: dict) -> bool:
+        self.failed.append(payload)
+        return True
+
     def plan(self, payload: dict) -> dict:
         assert payload["container"] == CONTAINER and payload["index"] == "images-v"
+        if payload["run"]["number"] in self.crash_runs:
+            raise RuntimeError("Traceback (most recent call last): ...")
         work = {"container": "imagerag-work", "prefix": payload["run"]["id"]}
         if self.plan_error is not None:
             return {"work": work, "error": self.plan_error}
@@ -271,6 +280,27 @@ def test_the_sync_orchestration_runs_until_no_request_is_left() -> None:
     assert all(c.payload["run"]["id"] == c.instance_id for c in runs)
     assert pipeline.ended == [{"container": CONTAINER, "epoch": 4}] * 3
     assert context.continued_with is None
+
+
+def test_a_failed_run_is_closed_as_failed_and_the_next_runs_go_on() -> None:
+    pipeline = Pipeline(items=1, partition_size=10)
+    pipeline.again = [True, False]
+    pipeline.crash_runs = {1}
+    output, context = script(pipeline).run(
+        SYNC_ORCHESTRATOR, SYNC, naming.sync_instance_id(CONTAINER)
+    )
+    assert output == 2
+    assert names(context.calls) == [
+        "begin_run",
+        "ingest_run",
+        "fail_run",
+        "end_run",
+        "begin_run",
+        "ingest_run",
+        "end_run",
+    ]
+    assert pipeline.failed == [{"container": CONTAINER, "run": naming.run_id(CONTAINER, 1)}]
+    assert len(pipeline.ended) == 2
 
 
 def test_the_sync_orchestration_starts_a_fresh_history_after_many_runs() -> None:

@@ -31,6 +31,7 @@ from imagerag.ports import (
     BlobChangedError,
     BlobInfo,
     BlobNotFoundError,
+    BlobPage,
     BlobProperties,
     InvalidBlobNameError,
 )
@@ -133,21 +134,31 @@ class AzureBlobStore:
                 items = client.walk_blobs(name_starts_with=prefix or None, include=["metadata"])
             else:
                 items = client.list_blobs(name_starts_with=prefix or None, include=["metadata"])
-            return [
-                BlobInfo(
-                    name=str(item.name),
-                    size=int(item.size),
-                    etag=str(item.etag),
-                    metadata=dict(item.metadata or {}),
-                )
-                for item in items
-                if not isinstance(item, BlobPrefix)
-            ]
+            return [_info(item) for item in items if not isinstance(item, BlobPrefix)]
         except ResourceNotFoundError:
             return []
         except HttpResponseError as exc:
             _raise_if_bad_request(exc, container, prefix)
             raise
+
+    def list_page(
+        self, container: str, *, prefix: str = "", size: int, continuation: str | None = None
+    ) -> BlobPage:
+        client = self._service.get_container_client(container)
+        items = client.list_blobs(
+            name_starts_with=prefix or None, include=["metadata"], results_per_page=size
+        )
+        pages = items.by_page(continuation_token=continuation or None)
+        try:
+            page = [_info(item) for item in next(pages)]
+        except (ResourceNotFoundError, StopIteration):
+            return BlobPage(blobs=[], continuation=None)
+        except HttpResponseError as exc:
+            _raise_if_bad_request(exc, container, prefix)
+            raise
+        # The page iterator (an azure.core PageIterator) holds the marker of the next page.
+        marker = getattr(pages, "continuation_token", None)
+        return BlobPage(blobs=page, continuation=str(marker) if marker else None)
 
     def properties(self, container: str, path: str) -> BlobProperties | None:
         blob = self._service.get_blob_client(container, path)
@@ -255,6 +266,15 @@ class AzureBlobStore:
 # Per account URL: (expiry, key). Module-level so BlobStore instances share it.
 _DELEGATION_KEYS: dict[str, tuple[datetime, UserDelegationKey]] = {}
 _DELEGATION_KEYS_LOCK = threading.Lock()
+
+
+def _info(item: SdkBlobProperties) -> BlobInfo:
+    return BlobInfo(
+        name=str(item.name),
+        size=int(item.size),
+        etag=str(item.etag),
+        metadata=dict(item.metadata or {}),
+    )
 
 
 def _without_query(url: str) -> str:

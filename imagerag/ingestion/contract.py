@@ -152,6 +152,14 @@ class EndRun(TypedDict):
 
 
 @final
+class FailedRun(TypedDict):
+    """A run whose orchestration failed unexpectedly (its record is closed as failed)."""
+
+    container: str
+    run: str  # its id
+
+
+@final
 class PlanInput(TypedDict):
     container: str
     index: str
@@ -304,6 +312,7 @@ class Activity(Generic[In, Out]):
 
 BEGIN_RUN: Activity[SyncRef, RunRef] = Activity("begin_run")
 END_RUN: Activity[SyncRef, EndRun] = Activity("end_run")
+FAIL_RUN: Activity[FailedRun, bool] = Activity("fail_run")
 ENSURE_INDEX: Activity[EnsureIndexInput, IndexReady | IndexRefused] = Activity("ensure_index")
 PLAN_RUN: Activity[PlanInput, Plan | PlanRejected] = Activity("plan_run")
 INGEST_IMAGE: Activity[ImageTask, EntryResult] = Activity("ingest_image")

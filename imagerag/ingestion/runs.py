@@ -1,9 +1,12 @@
 """Run records: one small JSON blob per ingestion run (``<work>/runs/<run id>.json``), what the
 status and list routes read, instead of the Durable instance store.
 
-Each record also carries its summary (id, container, phase, times, counts) in the blob's
-metadata, so listing every run is one listing request whatever the number of runs, partitions
-or entries. Activities write records (they may read the clock; orchestrators may not).
+Each record has a listing blob, ``<work>/runs-by-time/<inverted creation time>-<run id>``,
+named when the record is created (the record keeps the name under ``listing``) and rewritten
+with the record's summary (id, container, phase, times, counts) each time the record is: its
+name sorts newest first, so a page of the newest runs is one listing request of that page's
+size, whatever the number of runs, partitions or entries. Activities write records (they may
+read the clock; orchestrators may not).
 
 While a run ingests, ``done`` and ``byStatus`` move as images finish, not only as partitions
 complete: each process adds up the results of its image activities and writes them to the
@@ -28,18 +31,23 @@ from imagerag.ports import BlobChangedError, BlobNotFoundError, BlobStore
 logger = logging.getLogger(__name__)
 
 PREFIX = "runs/"
-# Phases of a run, in order; a run ends in one of the last three.
+LISTING = "runs-by-time/"
+# Phases of a run, in order; a run ends in one of the last four.
 PLANNING = "planning"
 INGESTING = "ingesting"
 COMPLETED = "completed"
 SUPERSEDED = "superseded"  # stopped early: the metadata files changed; the next run redoes it
 REJECTED = "rejected"  # nothing was ingested (the index holds another model, ...)
+FAILED = "failed"  # its orchestration failed unexpectedly (the host log has why)
 # A notice: a file the app saw but does not ingest (a near-miss metadata name), not a run.
 IGNORED = "ignored"
 
 _ATTEMPTS = 50
 _SUMMARY_FIELDS = ("id", "kind", "container", "index", "phase", "created", "updated")
 _SUMMARY_COUNTS = ("total", "done")
+REVISION = "revision"  # how many times the record was written: the listing keeps the latest
+BOOKKEEPING = ("listing", REVISION)  # fields of a record the routes do not show
+_MICROS = 10**16  # listing names hold 10**16 minus the creation time in microseconds
 
 
 def record_path(run_id: str) -> str:
@@ -47,23 +55,69 @@ def record_path(run_id: str) -> str:
 
 
 def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _iso(datetime.now(UTC))
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def listing_path(run_id: str, created: datetime) -> str:
+    """Names that sort newest first (then by id): the creation time counted down."""
+    micros = int(created.timestamp() * 1_000_000)
+    return f"{LISTING}{_MICROS - micros:016d}-{run_id}"
 
 
 def write_record(
     store: BlobStore, work_container: str, record: dict[str, Any], *, if_match: str | None = None
 ) -> None:
-    record["updated"] = now()
-    record.setdefault("created", record["updated"])
+    """Write the record (``if_match``: only while it has this ETag), then its listing blob."""
+    moment = datetime.now(UTC)
+    record["updated"] = _iso(moment)
+    if "created" not in record:
+        record["created"] = record["updated"]
+        record.setdefault("listing", listing_path(str(record["id"]), moment))
+    elif "listing" not in record:
+        created = datetime.fromisoformat(str(record["created"]).replace("Z", "+00:00"))
+        record["listing"] = listing_path(str(record["id"]), created)
+    record[REVISION] = int(record.get(REVISION, 0)) + 1
     summary = {key: record.get(key) for key in (*_SUMMARY_FIELDS, *_SUMMARY_COUNTS)}
+    metadata = {"summary": json.dumps(summary, ensure_ascii=True, separators=(",", ":"))}
     store.write(
         work_container,
         record_path(str(record["id"])),
         json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
         content_type="application/json",
         if_match=if_match,
-        metadata={"summary": json.dumps(summary, ensure_ascii=True, separators=(",", ":"))},
+        metadata=metadata,
     )
+    _write_listing(store, work_container, str(record["listing"]), record[REVISION], metadata)
+
+
+def _write_listing(
+    store: BlobStore, work_container: str, path: str, revision: int, metadata: dict[str, str]
+) -> None:
+    """The listing blob gets the summary of this revision unless a later one is already
+    there: two writers of a record may reach its listing in either order."""
+    body = json.dumps({REVISION: revision}).encode("utf-8")
+    for _attempt in range(_ATTEMPTS):
+        found = store.read_versioned(work_container, path)
+        if found is not None and int(json.loads(found[0]).get(REVISION, 0)) >= revision:
+            return
+        try:
+            store.write(
+                work_container,
+                path,
+                body,
+                content_type="application/json",
+                if_match=None if found is None else found[1],
+                create_only=found is None,
+                metadata=metadata,
+            )
+            return
+        except BlobChangedError:
+            continue
+    raise RuntimeError(f"the listing {path} kept changing; gave up after retries")
 
 
 def update_record(
@@ -92,6 +146,28 @@ def update_record(
         except BlobNotFoundError:
             store.ensure_container(work_container)
     raise RuntimeError(f"the record of run {run_id} kept changing; gave up after retries")
+
+
+def fail_run(store: BlobStore, work_container: str, run_id: str) -> bool:
+    """Close the record of a run whose orchestration failed, without the exception text (a
+    traceback with server paths; the host log has it). False if the run had ended."""
+
+    closed = {"now": False}  # by the last attempt (update_record retries on conflicts)
+
+    def change(record: dict[str, Any]) -> bool:
+        closed["now"] = record.get("phase") in (PLANNING, INGESTING)
+        if not closed["now"]:
+            return False
+        record["phase"] = FAILED
+        record["error"] = {
+            "code": "IngestionFailed",
+            "message": "the ingestion failed unexpectedly; the host log has the details "
+            f"(instance {run_id})",
+        }
+        return True
+
+    update_record(store, work_container, run_id, change)
+    return closed["now"]
 
 
 # --------------------------------------------------------------------------- progress
@@ -205,21 +281,37 @@ def read_record(store: BlobStore, work_container: str, run_id: str) -> dict[str,
     return None if found is None else dict(json.loads(found[0]))
 
 
+def list_page(
+    store: BlobStore, work_container: str, *, size: int, continuation: str | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Summaries of at most ``size`` runs and notices, newest first, from where the page that
+    returned ``continuation`` ended; and the continuation of the next page (None: the last).
+    One listing request. Runs created after the first page sort before it: a later page
+    neither repeats nor skips any."""
+    page = store.list_page(work_container, prefix=LISTING, size=size, continuation=continuation)
+    summaries = [json.loads(b.metadata["summary"]) for b in page.blobs if "summary" in b.metadata]
+    return summaries, page.continuation
+
+
 def list_records(store: BlobStore, work_container: str) -> list[dict[str, Any]]:
-    """Summaries of every run and notice, newest first (one listing request per 5,000)."""
-    summaries = []
-    for blob in store.list_blobs(work_container, prefix=PREFIX):
-        raw = blob.metadata.get("summary")
-        if raw:
-            summaries.append(json.loads(raw))
-    return sorted(summaries, key=lambda s: str(s.get("created") or ""), reverse=True)
+    """Summaries of every run and notice, newest first (every page)."""
+    summaries: list[dict[str, Any]] = []
+    continuation: str | None = None
+    while True:
+        page, continuation = list_page(store, work_container, size=1000, continuation=continuation)
+        summaries.extend(page)
+        if continuation is None:
+            return summaries
 
 
 def write_notice(
     store: BlobStore, work_container: str, *, notice_id: str, container: str, path: str, rule: str
 ) -> None:
-    """A visible trace of a file the app saw but will not ingest, with the rule it broke."""
-    record = {
+    """A visible trace of a file the app saw but will not ingest, with the rule it broke; a
+    notice written again moves to the top of the list."""
+    store.ensure_container(work_container)  # a notice may come before any run
+    previous = read_record(store, work_container, notice_id)
+    record: dict[str, Any] = {
         "id": notice_id,
         "kind": "notice",
         "container": container,
@@ -227,5 +319,8 @@ def write_notice(
         "metadata": f"{container}/{path}",
         "rule": rule,
     }
-    store.ensure_container(work_container)  # a notice may come before any run
+    if previous is not None:
+        record[REVISION] = previous.get(REVISION, 0)
     write_record(store, work_container, record)
+    if previous is not None and previous.get("listing") not in (None, record["listing"]):
+        store.delete(work_container, str(previous["listing"]))

@@ -210,3 +210,14 @@ def with_sub_retry(context: df.DurableOrchestrationContext):
         "flaky_child", retry, context.get_input(), instance_id=f"{context.instance_id}-child"
     )
     return result
+
+
+@app.orchestration_trigger(context_name="context")
+def catches_failed_child(context: df.DurableOrchestrationContext):
+    try:
+        yield context.call_sub_orchestrator("failing", None, f"{context.instance_id}-child")
+        caught = None
+    except Exception as exc:
+        caught = str(exc)
+    after = yield context.call_activity("cube", 3)
+    return {"caught": caught, "after": after}
