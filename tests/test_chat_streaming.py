@@ -280,7 +280,7 @@ def test_every_http_function_speaks_fastapi_as_http_streams_require():
         assert issubclass(hints["return"], Response), function.get_function_name()
         if any(b["type"] == "durableClient" for b in bindings):
             checked.append(function.get_function_name())
-    assert {"get_ingestion", "create_datasource", "upload_datasource_files"} <= set(checked)
+    assert {"create_datasource", "upload_datasource_files"} <= set(checked)
 
 
 def test_the_host_is_set_up_for_http_streams(repo_root: Path):
