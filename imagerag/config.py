@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from azure.core.credentials import TokenCredential
 
+    from imagerag.adapters.cpu_share import CpuShare
     from imagerag.chat.completion import ChatDependencies
     from imagerag.datasources import DataSource, Registry
     from imagerag.image_links import ImageLinks
@@ -260,7 +261,7 @@ def vectorizer(settings: Settings) -> Vectorizer:
         )
     from imagerag.adapters.local_vectorizer import LocalVectorizer
 
-    return LocalVectorizer()
+    return LocalVectorizer(share=_local_cpu_share())
 
 
 @functools.lru_cache(maxsize=64)
@@ -293,7 +294,15 @@ def image_index(settings: Settings, name: str) -> ImageIndex:
 def _text_embedder() -> TextEmbedder:
     from imagerag.adapters.local_text_embedder import LocalTextEmbedder
 
-    return LocalTextEmbedder()
+    return LocalTextEmbedder(share=_local_cpu_share())
+
+
+@functools.lru_cache(maxsize=1)
+def _local_cpu_share() -> CpuShare:
+    """One per process: the local models' bulk work yields to chat queries, whichever model."""
+    from imagerag.adapters.cpu_share import CpuShare
+
+    return CpuShare()
 
 
 @functools.lru_cache(maxsize=4)

@@ -202,8 +202,9 @@ class TextEmbedder(Protocol):
     @property
     def model(self) -> ModelInfo: ...
 
-    def embed(self, texts: list[str]) -> list[list[float]]:
-        """One vector per text, in order (batched inside)."""
+    def embed(self, texts: list[str], *, interactive: bool = False) -> list[list[float]]:
+        """One vector per text, in order (batched inside). ``interactive``: a query waiting
+        for the answer, served before bulk (ingestion) work where the adapter can."""
         ...
 
 

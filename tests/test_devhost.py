@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from devhost.durable.engine import pause_before_replay
+
 APP = Path(__file__).parent / "apps" / "durable_app"
 
 
@@ -303,3 +305,11 @@ def test_durable_http_api_terminate_and_purge(devhost, app_env, wait_for):
     assert requests.get(management["statusQueryGetUri"], timeout=10).status_code == 404
     via_function = requests.get(f"{host.base_url}/api/status/to-stop", timeout=10)
     assert via_function.status_code == 404
+
+
+def test_a_busy_instance_lets_events_gather_before_replaying() -> None:
+    # A replay re-reads the whole history: one that took long waits as long before the next
+    # (capped), so the completions arriving meanwhile share it; short replays never wait.
+    assert pause_before_replay(0.005) == 0
+    assert pause_before_replay(0.25) == 0.25
+    assert pause_before_replay(7.0) == 1.0

@@ -24,6 +24,7 @@ from sample_images import altered_copy, encode, picture, picture_bytes
 
 from imagerag.adapters import local_vectorizer
 from imagerag.adapters.azure_vision import AzureVisionVectorizer, RatePacer
+from imagerag.adapters.cpu_share import CpuShare
 from imagerag.adapters.local_vectorizer import LocalVectorizer, preprocess
 from imagerag.adapters.retry_after import parse_retry_after
 from imagerag.ports import VectorizerError, VectorizerInputError, VectorizerUnavailableError
@@ -268,7 +269,8 @@ class Lanes:
 
 
 def test_local_interactive_request_jumps_the_bulk_queue(gated: GatedModel) -> None:
-    lanes = Lanes(LocalVectorizer(max_batch=16, max_wait_s=0.0, clock=lambda: 50.0), gated)
+    share = CpuShare(clock=lambda: 50.0)
+    lanes = Lanes(LocalVectorizer(max_batch=16, max_wait_s=0.0, share=share), gated)
     lanes.hold_worker()  # a bulk pass is running
     for label in range(1, 17):
         lanes.call(label)  # a full bulk batch queues behind it ...
@@ -284,9 +286,8 @@ def test_local_interactive_request_jumps_the_bulk_queue(gated: GatedModel) -> No
 
 def test_local_bulk_batches_are_full_without_recent_interactive_work(gated: GatedModel) -> None:
     now = [50.0]
-    vectorizer = LocalVectorizer(
-        max_batch=16, max_wait_s=0.0, interactive_recent_s=1.0, clock=lambda: now[0]
-    )
+    share = CpuShare(interactive_recent_s=1.0, clock=lambda: now[0])
+    vectorizer = LocalVectorizer(max_batch=16, max_wait_s=0.0, share=share)
     lanes = Lanes(vectorizer, gated)
     lanes.hold_worker()
     lanes.call(100, interactive=True)
@@ -317,9 +318,8 @@ def test_local_bulk_work_is_not_starved_by_interactive_work(gated: GatedModel) -
 
 def test_local_bulk_work_yields_the_cpu_while_queries_are_recent(gated: GatedModel) -> None:
     now = [50.0]
-    vectorizer = LocalVectorizer(
-        max_batch=16, max_wait_s=0.0, interactive_recent_s=5.0, clock=lambda: now[0]
-    )
+    share = CpuShare(interactive_recent_s=5.0, clock=lambda: now[0])
+    vectorizer = LocalVectorizer(max_batch=16, max_wait_s=0.0, share=share)
     lanes = Lanes(vectorizer, gated)
     lanes.call(100, interactive=True)  # a chat query: ingestion should now leave the CPU
     assert gated.entered.wait(30)

@@ -430,7 +430,7 @@ class LocalImageIndex:
             return None
         if top <= 0 or not text.strip():
             return []
-        vector = self._embedder.embed([text])[0]
+        vector = self._embedder.embed([text], interactive=True)[0]
         mapping = replace(fields, image_vector_fields=(DESCRIPTION_VECTOR_FIELD,))
         return self.vector_search(vector, top=top, fields=mapping, filter=filter)
 

@@ -8,30 +8,121 @@ is the cosine similarity. The model loads on first use (importing this module is
 
 from __future__ import annotations
 
+import collections
 import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from typing import Any
 
+from imagerag.adapters.cpu_share import CpuShare
 from imagerag.ports import ModelInfo
 
 MODEL = ModelInfo(name="all-minilm-l6-v2", version="1", dimensions=384, supports_text=True)
 MAX_TOKENS = 256  # the model was trained with this sequence length
 BATCH = 32
+# Each pass gathers the texts of the callers that queued meanwhile: on 2 cores one text costs
+# ~22 ms alone and ~5 ms in a pass of 16 (the encoder's per-call cost is mostly Python, under
+# the GIL), so 16 chat questions at once cost 75 ms instead of 350.
+PASS_TEXTS = 16
+
+
+@dataclass(slots=True)
+class _Pending:
+    texts: list[str]
+    future: Future[list[list[float]]] = field(default_factory=Future)
+
+
+class _Lane:
+    """A queue of embedding calls served by one worker thread, in passes of up to
+    ``PASS_TEXTS`` texts, each pass entered through ``admit`` (a context manager factory)."""
+
+    def __init__(
+        self,
+        name: str,
+        run_pass: Callable[[list[str]], list[list[float]]],
+        admit: Callable[[], AbstractContextManager[None]],
+    ) -> None:
+        self._name = name
+        self._run_pass = run_pass
+        self._admit = admit
+        self._queued = threading.Condition()
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._worker: threading.Thread | None = None
+        self.passes = 0
+
+    @property
+    def waiting(self) -> int:
+        with self._queued:
+            return len(self._queue)
+
+    @property
+    def started(self) -> bool:
+        with self._queued:
+            return self._worker is not None
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        pending = _Pending(list(texts))
+        with self._queued:
+            self._queue.append(pending)
+            self._queued.notify()
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._serve, name=self._name, daemon=True)
+                self._worker.start()
+        return pending.future.result()
+
+    def _serve(self) -> None:
+        while True:
+            with self._queued:
+                self._queued.wait_for(lambda: self._queue)
+                taken = [self._queue.popleft()]
+                count = len(taken[0].texts)
+                while self._queue and count + len(self._queue[0].texts) <= PASS_TEXTS:
+                    count += len(self._queue[0].texts)
+                    taken.append(self._queue.popleft())
+            try:
+                with self._admit():
+                    vectors = self._run_pass([text for p in taken for text in p.texts])
+                self.passes += 1
+            except Exception as exc:  # the callers get the error; the worker goes on
+                for pending in taken:
+                    pending.future.set_exception(exc)
+                continue
+            start = 0
+            for pending in taken:
+                pending.future.set_result(vectors[start : start + len(pending.texts)])
+                start += len(pending.texts)
 
 
 class LocalTextEmbedder:
-    """imagerag.ports.TextEmbedder (thread-safe: torch inference is, loading is locked)."""
+    """imagerag.ports.TextEmbedder (thread-safe: torch inference is, loading is locked).
 
-    def __init__(self) -> None:
+    Two lanes, each a worker that gathers concurrent calls into one forward pass: interactive
+    calls (chat questions) run at once; bulk calls (descriptions being indexed) run as
+    ``share`` admits them, so that chat queries keep the CPU while ingestion runs.
+    """
+
+    def __init__(self, *, share: CpuShare | None = None) -> None:
         self._lock = threading.Lock()
         self._loaded: tuple[Any, Any] | None = None
+        self._share = share if share is not None else CpuShare()
+        self.interactive = _Lane("text-embedder-interactive", self._embed, nullcontext)
+        self.bulk = _Lane("text-embedder-bulk", self._embed, self._share.bulk)
 
     @property
     def model(self) -> ModelInfo:
         return MODEL
 
-    def embed(self, texts: list[str]) -> list[list[float]]:
+    def embed(self, texts: list[str], *, interactive: bool = False) -> list[list[float]]:
         if not texts:
             return []
+        if interactive:
+            self._share.note_interactive()
+            return self.interactive.embed(texts)
+        return self.bulk.embed(texts)
+
+    def _embed(self, texts: list[str]) -> list[list[float]]:
         import torch
 
         tokenizer, encoder = self._load()

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, cast
 from PIL import ExifTags, Image
 
 from imagerag import images
+from imagerag.adapters.cpu_share import CpuShare
 from imagerag.ports import ModelInfo, VectorizerError, VectorizerInputError
 
 if TYPE_CHECKING:
@@ -77,11 +78,8 @@ DEFAULT_MAX_WAIT_S = 0.01
 # DEFAULT_BULK_BATCH_NEAR_INTERACTIVE images, so a query waits for a short pass, not a full one
 # (on 2 cores a pass of 4 costs ~100 ms against ~600 ms for 16, and no more per image);
 # after DEFAULT_INTERACTIVE_STREAK interactive passes in a row, waiting bulk work gets one.
+# How many bulk images are decoded or embedded at once meanwhile is the CpuShare's rule.
 DEFAULT_BULK_BATCH_NEAR_INTERACTIVE = 4
-# ... and at most this many bulk images are decoded or embedded at once: on 2 cores the 16
-# ingestion threads' JPEG decoding otherwise takes the CPU the chat's own decode needs.
-DEFAULT_BULK_IN_FLIGHT_NEAR_INTERACTIVE = 1
-DEFAULT_INTERACTIVE_RECENT_S = 5.0
 DEFAULT_INTERACTIVE_STREAK = 4
 
 # Alpha is flattened onto white, as image viewers and "save as JPEG" usually do.
@@ -418,11 +416,11 @@ class LocalVectorizer:
 
     Two lanes share the worker. ``interactive=True`` requests (a chat query) are served
     before any waiting bulk (ingestion) request, in batches of their own; while interactive
-    requests arrived within the last ``interactive_recent_s``, bulk batches are capped at
+    requests are recent (``share``, the process's CpuShare), bulk batches are capped at
     ``bulk_batch_near_interactive`` images, so a query arriving mid-pass waits for a short
-    pass, not a full one, and at most ``bulk_in_flight_near_interactive`` bulk images are
-    decoded or embedded at once, so ingestion leaves the CPU to the chat. Bulk work still gets
-    a pass after ``interactive_streak`` interactive passes in a row, so it cannot starve.
+    pass, not a full one, and bulk images are decoded and embedded only as the share admits
+    them, so ingestion leaves the CPU to the chat. Bulk work still gets a pass after
+    ``interactive_streak`` interactive passes in a row, so it cannot starve.
     """
 
     def __init__(
@@ -431,40 +429,24 @@ class LocalVectorizer:
         max_batch: int = DEFAULT_MAX_BATCH,
         max_wait_s: float = DEFAULT_MAX_WAIT_S,
         bulk_batch_near_interactive: int = DEFAULT_BULK_BATCH_NEAR_INTERACTIVE,
-        interactive_recent_s: float = DEFAULT_INTERACTIVE_RECENT_S,
         interactive_streak: int = DEFAULT_INTERACTIVE_STREAK,
-        bulk_in_flight_near_interactive: int = DEFAULT_BULK_IN_FLIGHT_NEAR_INTERACTIVE,
-        clock: Callable[[], float] = time.monotonic,
+        share: CpuShare | None = None,
     ) -> None:
-        if (
-            min(
-                max_batch,
-                bulk_batch_near_interactive,
-                interactive_streak,
-                bulk_in_flight_near_interactive,
-            )
-            < 1
-        ):
+        if min(max_batch, bulk_batch_near_interactive, interactive_streak) < 1:
             raise ValueError(
-                "max_batch, bulk_batch_near_interactive, interactive_streak and "
-                "bulk_in_flight_near_interactive must be at least 1"
+                "max_batch, bulk_batch_near_interactive and interactive_streak must be at least 1"
             )
-        if max_wait_s < 0 or interactive_recent_s < 0:
-            raise ValueError("max_wait_s and interactive_recent_s must not be negative")
+        if max_wait_s < 0:
+            raise ValueError("max_wait_s must not be negative")
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
         self._bulk_batch_near_interactive = min(max_batch, bulk_batch_near_interactive)
-        self._interactive_recent_s = interactive_recent_s
         self._interactive_streak = interactive_streak
-        self._clock = clock
+        self._share = share if share is not None else CpuShare()
         self._lanes = threading.Condition()
         self._interactive: collections.deque[_Request] = collections.deque()
         self._bulk: collections.deque[_Request] = collections.deque()
-        self._last_interactive = -math.inf
         self._streak = 0  # interactive passes in a row while bulk requests waited
-        self._bulk_in_flight_near_interactive = bulk_in_flight_near_interactive
-        self._bulk_admission = threading.Condition()
-        self._bulk_in_flight = 0
         self._worker: threading.Thread | None = None
         self._worker_lock = threading.Lock()
         self._stats_lock = threading.Lock()
@@ -497,31 +479,12 @@ class LocalVectorizer:
 
     def vectorize_image(self, data: bytes, *, interactive: bool = False) -> list[float]:
         if interactive:
+            self._share.note_interactive()  # before decoding: bulk work yields now
             return self._vectorize(data, interactive=True)
-        self._admit_bulk()
-        try:
+        with self._share.bulk():
             return self._vectorize(data, interactive=False)
-        finally:
-            with self._bulk_admission:
-                self._bulk_in_flight -= 1
-                self._bulk_admission.notify()
-
-    def _admit_bulk(self) -> None:
-        """Wait until this bulk request may start: at once unless an interactive request came
-        within ``interactive_recent_s`` and ``bulk_in_flight_near_interactive`` are running."""
-        with self._bulk_admission:
-            while True:
-                quiet_for = self._clock() - self._last_interactive
-                near = quiet_for < self._interactive_recent_s
-                if not near or self._bulk_in_flight < self._bulk_in_flight_near_interactive:
-                    self._bulk_in_flight += 1
-                    return
-                # Woken by a finished bulk request, or re-checked when the quiet period ends.
-                self._bulk_admission.wait(min(0.1, self._interactive_recent_s - quiet_for))
 
     def _vectorize(self, data: bytes, *, interactive: bool) -> list[float]:
-        if interactive:
-            self._last_interactive = self._clock()  # before decoding: bulk work yields now
         request = _Request(pixels=preprocess(data), future=Future(), interactive=interactive)
         self._ensure_worker()
         with self._lanes:
@@ -590,7 +553,7 @@ class LocalVectorizer:
         bulk_due = self._streak >= self._interactive_streak and self._bulk
         if self._interactive and not bulk_due:
             return self._interactive, self._max_batch
-        if self._clock() - self._last_interactive < self._interactive_recent_s:
+        if self._share.interactive_recently():
             return self._bulk, self._bulk_batch_near_interactive
         return self._bulk, self._max_batch
 
