@@ -23,6 +23,7 @@ import pytest
 from azure.core.credentials import AzureKeyCredential
 from fakes.search_service import FakeSearchService
 
+from imagerag.adapters import local_index
 from imagerag.adapters.azure_search import AzureSearchImageIndex
 from imagerag.adapters.azure_search_schema import profile_name
 from imagerag.adapters.azure_search_wire import cosine_from_score
@@ -554,6 +555,25 @@ def test_local_optimize_keeps_data_and_drops_versions(tmp_path: Path) -> None:
     assert {h.id for h in local.text_search("boat", top=5)} == {"doc-0005"}
     local.upsert([make_doc(13)])
     assert {h.id for h in local.text_search("boat", top=5)} == {"doc-0005", "doc-0013"}
+
+
+def test_local_long_runs_of_writes_are_compacted_as_they_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local_index, "OPTIMIZE_AFTER_WRITES", 4)
+    local = LocalImageIndex(
+        directory=tmp_path, name="images-v", keep_versions_for=timedelta(seconds=0)
+    )
+    local.ensure(MODEL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "removes every version": intended here
+        for i in range(10):
+            local.upsert([make_doc(i)])  # one write each: without compaction, 10 fragments
+    stats = lancedb.connect(tmp_path).open_table("images-v").stats()
+    assert stats["num_rows"] == 10
+    assert stats["fragment_stats"]["num_fragments"] <= 4
+    assert len(local.vector_search(make_doc(0).image_vector, top=100)) == 10
+    assert {h.id for h in local.text_search("boat", top=5)} == {"doc-0005"}
 
 
 # ---------------------------------------------------------------------- Azure only

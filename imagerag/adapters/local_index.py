@@ -83,6 +83,14 @@ DEFAULT_FIELDS = FieldMapping()
 # LanceDB table names: letters, digits, underscore, hyphen, period.
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _IN_CHUNK = 1000  # ids per SQL IN (...) list
+# Each write adds a fragment and a version: until compaction, every search after a write
+# lists all fragments (with 200 one-row fragments on 2,000 rows, a vector search after a write
+# took 300 ms instead of 60, full-text 130 ms instead of 23). Runs compact at their end; during
+# a long one, the writer compacts after OPTIMIZE_AFTER_WRITES writes, or after one write per
+# OPTIMIZE_ROWS_PER_WRITE rows where that is more: compaction rewrites the table, so its
+# interval grows with the table (at 100,000 rows, every 200 writes).
+OPTIMIZE_AFTER_WRITES = 64
+OPTIMIZE_ROWS_PER_WRITE = 500
 
 
 class LocalImageIndex:
@@ -115,6 +123,7 @@ class LocalImageIndex:
         self._search_lock = threading.Lock()
         self._caches: dict[str, VectorCache] = {}
         self._writer = GroupCommit(self._apply)
+        self._writes_since_optimize = 0  # touched by the group-commit leader only
         self._embedder = text_embedder
 
     @property
@@ -336,15 +345,27 @@ class LocalImageIndex:
             ids = list(dict.fromkeys(i for op in ops for i in op.ids))
             for chunk in chunks(ids, _IN_CHUNK):
                 table.delete(f"{KEY_FIELD} IN ({sql_list(chunk)})")
-        else:
-            before = len(table.list_versions())
-            table.optimize(cleanup_older_than=self._keep_versions_for)
-            logger.info(
-                "optimized local index %s: %d versions before, %d after",
-                self._name,
-                before,
-                len(table.list_versions()),
-            )
+        if kind != "optimize":
+            self._writes_since_optimize += 1
+        if kind == "optimize" or self._optimize_due(table):
+            self._optimize(table)
+
+    def _optimize_due(self, table: Any) -> bool:
+        writes = self._writes_since_optimize
+        if writes < OPTIMIZE_AFTER_WRITES:
+            return False
+        return writes * OPTIMIZE_ROWS_PER_WRITE >= table.count_rows()
+
+    def _optimize(self, table: Any) -> None:
+        before = len(table.list_versions())
+        table.optimize(cleanup_older_than=self._keep_versions_for)
+        self._writes_since_optimize = 0
+        logger.info(
+            "optimized local index %s: %d versions before, %d after",
+            self._name,
+            before,
+            len(table.list_versions()),
+        )
 
     # ------------------------------------------------------------------ search
 
