@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from imagerag import cpu_share
 from imagerag.naming import index_name_for
 from imagerag.ports import Answerer, BlobStore, ImageIndex, TextEmbedder, Vectorizer
 
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
 
     from azure.core.credentials import TokenCredential
 
-    from imagerag.adapters.cpu_share import CpuShare
     from imagerag.chat.completion import ChatDependencies
     from imagerag.datasources import DataSource, Registry
     from imagerag.image_links import ImageLinks
@@ -261,7 +261,7 @@ def vectorizer(settings: Settings) -> Vectorizer:
         )
     from imagerag.adapters.local_vectorizer import LocalVectorizer
 
-    return LocalVectorizer(share=_local_cpu_share())
+    return LocalVectorizer(share=cpu_share.process_share())
 
 
 @functools.lru_cache(maxsize=64)
@@ -294,15 +294,7 @@ def image_index(settings: Settings, name: str) -> ImageIndex:
 def _text_embedder() -> TextEmbedder:
     from imagerag.adapters.local_text_embedder import LocalTextEmbedder
 
-    return LocalTextEmbedder(share=_local_cpu_share())
-
-
-@functools.lru_cache(maxsize=1)
-def _local_cpu_share() -> CpuShare:
-    """One per process: the local models' bulk work yields to chat queries, whichever model."""
-    from imagerag.adapters.cpu_share import CpuShare
-
-    return CpuShare()
+    return LocalTextEmbedder(share=cpu_share.process_share())
 
 
 @functools.lru_cache(maxsize=4)

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from imagerag.adapters.cpu_share import CpuShare
 from imagerag.adapters.local_text_embedder import LocalTextEmbedder
+from imagerag.cpu_share import CpuShare
 
 
 class Clock:

@@ -24,9 +24,9 @@ from sample_images import altered_copy, encode, picture, picture_bytes
 
 from imagerag.adapters import local_vectorizer
 from imagerag.adapters.azure_vision import AzureVisionVectorizer, RatePacer
-from imagerag.adapters.cpu_share import CpuShare
 from imagerag.adapters.local_vectorizer import LocalVectorizer, preprocess
 from imagerag.adapters.retry_after import parse_retry_after
+from imagerag.cpu_share import CpuShare
 from imagerag.ports import VectorizerError, VectorizerInputError, VectorizerUnavailableError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

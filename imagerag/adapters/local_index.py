@@ -354,7 +354,7 @@ class LocalImageIndex:
         writes = self._writes_since_optimize
         if writes < OPTIMIZE_AFTER_WRITES:
             return False
-        return writes * OPTIMIZE_ROWS_PER_WRITE >= table.count_rows()
+        return writes * OPTIMIZE_ROWS_PER_WRITE >= int(table.count_rows())
 
     def _optimize(self, table: Any) -> None:
         before = len(table.list_versions())

@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from imagerag.adapters.cpu_share import CpuShare
+from imagerag.cpu_share import CpuShare
 from imagerag.ports import ModelInfo
 
 MODEL = ModelInfo(name="all-minilm-l6-v2", version="1", dimensions=384, supports_text=True)

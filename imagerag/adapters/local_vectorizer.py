@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, cast
 from PIL import ExifTags, Image
 
 from imagerag import images
-from imagerag.adapters.cpu_share import CpuShare
+from imagerag.cpu_share import CpuShare
 from imagerag.ports import ModelInfo, VectorizerError, VectorizerInputError
 
 if TYPE_CHECKING:

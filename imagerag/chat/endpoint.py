@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from imagerag import cpu_share
 from imagerag.chat.completion import ChatDependencies, complete
 from imagerag.chat.errors import ChatError
 from imagerag.chat.request import parse_request
@@ -34,6 +35,7 @@ DONE = b"data: [DONE]\n\n"
 
 def respond(body: bytes, deps: ChatDependencies, *, default_index: str) -> ChatResponse:
     """Answer one chat-completions request; every refusal is an OpenAI-shaped error."""
+    cpu_share.process_share().note_interactive()  # ingestion's CPU work yields meanwhile
     try:
         request = parse_request(body, default_index=default_index)
         outcome = complete(request, deps)

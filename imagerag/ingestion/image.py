@@ -8,7 +8,7 @@ import posixpath
 import threading
 import time
 
-from imagerag import images
+from imagerag import cpu_share, images
 from imagerag.ingestion import sync_state
 from imagerag.ingestion.contract import (
     STATUS_FAILED,
@@ -71,7 +71,8 @@ def ingest_image(
     container = target["container"]
     try:
         data = _read_image(store, container, path)
-        images.inspect_image(data, path)
+        with cpu_share.process_share().bulk():  # a full decode: chat requests go first
+            images.inspect_image(data, path)
     except images.ImageRejected as exc:
         return _skipped(result, exc.code, exc.message)
     except (BlobNotFoundError, InvalidBlobNameError):

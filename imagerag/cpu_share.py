@@ -1,14 +1,15 @@
-"""One process's CPU shared between chat queries (interactive) and ingestion (bulk) model work.
+"""One process's CPU shared between chat requests (interactive) and ingestion (bulk) work.
 
-The local models (image vectorizer, text embedder) run on the same few cores as the chat
-requests. While a chat query came within the last ``interactive_recent_s`` seconds, at most
-``bulk_in_flight_near_interactive`` pieces of bulk work (a decode + embedding, a description's
-embedding) run at once, whichever model they use; otherwise bulk work runs freely. A query
-never waits for admission: it only marks the time.
+Chat requests and ingestion activities run in the same app process, on the same few cores.
+While a chat request came within the last ``interactive_recent_s`` seconds, at most
+``bulk_in_flight_near_interactive`` pieces of bulk CPU work (an image's decode check, its
+decode + embedding, a pass of descriptions' embeddings) run at once; otherwise bulk work runs
+freely. A chat request never waits for admission: it only marks the time.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -65,3 +66,9 @@ class CpuShare:
             with self._admission:
                 self._bulk_in_flight -= 1
                 self._admission.notify()
+
+
+@functools.lru_cache(maxsize=1)
+def process_share() -> CpuShare:
+    """The process's share: chat notes its requests, ingestion and the local models ask it."""
+    return CpuShare()
