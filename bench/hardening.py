@@ -36,10 +36,28 @@ from stack import PeakRss, Stack, wait_until  # noqa: E402
 
 from imagerag import config  # noqa: E402
 from imagerag.adapters.local_vectorizer import DIMENSIONS, LocalVectorizer  # noqa: E402
-from imagerag.ports import IndexDocument  # noqa: E402
+from imagerag.ports import IndexDocument, ModelInfo  # noqa: E402
 
 CONTAINER = "images"
 WORDS = ["colour", "red", "boat", "harbour", "lighthouse", "forest", "street", "night", "sky"]
+
+
+def seed_document(
+    number: int, vector: list[float], description: str, container: str, model: ModelInfo
+) -> IndexDocument:
+    """Seeded document ``number`` of ``container``'s index (its image blob does not exist)."""
+    return IndexDocument(
+        id=f"{number:064x}",
+        description=description,
+        image_vector=vector,
+        filepath=f"seed/{number}.jpg",
+        url=f"http://127.0.0.1:1/devstoreaccount1/{container}/seed/{number}.jpg",
+        title=f"{number}.jpg",
+        source=f"{container}/metadata-seed.json",
+        model_name=model.name,
+        model_version=model.version,
+        content_hash=f"{number:064x}",
+    )
 
 
 def seed(data_dir: Path, docs: int) -> None:
@@ -52,20 +70,7 @@ def seed(data_dir: Path, docs: int) -> None:
     for i in range(docs):
         vector = [rng.random() for _ in range(DIMENSIONS)]
         words = " ".join(rng.choice(WORDS) for _ in range(12))
-        documents.append(
-            IndexDocument(
-                id=f"{i:064x}",
-                description=f"picture {i}: {words}",
-                image_vector=vector,
-                filepath=f"seed/{i}.jpg",
-                url=f"http://127.0.0.1:1/devstoreaccount1/{CONTAINER}/seed/{i}.jpg",
-                title=f"{i}.jpg",
-                source=f"{CONTAINER}/metadata-seed.json",
-                model_name=model.name,
-                model_version=model.version,
-                content_hash=f"{i:064x}",
-            )
-        )
+        documents.append(seed_document(i, vector, f"picture {i}: {words}", CONTAINER, model))
     index.upsert(documents)
     index.optimize()
 

@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
 
 from fakes.vision_service import FakeVisionService  # noqa: E402
+from hardening import seed_document  # noqa: E402
 from sample_images import picture_bytes  # noqa: E402
 from stack import PeakRss, Stack, rss_mb  # noqa: E402
 
@@ -49,7 +50,7 @@ from imagerag import naming  # noqa: E402
 from imagerag.adapters.local_index import LocalImageIndex  # noqa: E402
 from imagerag.adapters.local_text_embedder import MODEL as TEXT_MODEL  # noqa: E402
 from imagerag.adapters.local_vectorizer import LocalVectorizer  # noqa: E402
-from imagerag.ports import IndexDocument, ModelInfo  # noqa: E402
+from imagerag.ports import ModelInfo  # noqa: E402
 
 FINISHED = ("completed", "superseded", "rejected", "failed")
 POLL_S = 1.0
@@ -173,18 +174,7 @@ def seed_index(data_dir: Path, container: str, docs: int) -> None:
         vectors = rng.random((len(numbers), model.dimensions), dtype=np.float32)
         index.upsert(
             [
-                IndexDocument(
-                    id=f"{i:064x}",
-                    description=f"seeded picture {i}",
-                    image_vector=vector.tolist(),
-                    filepath=f"seed/{i}.jpg",
-                    url=f"http://127.0.0.1:1/devstoreaccount1/{container}/seed/{i}.jpg",
-                    title=f"{i}.jpg",
-                    source=f"{container}/metadata-seed.json",
-                    model_name=model.name,
-                    model_version=model.version,
-                    content_hash=f"{i:064x}",
-                )
+                seed_document(i, vector.tolist(), f"seeded picture {i}", container, model)
                 for i, vector in zip(numbers, vectors, strict=True)
             ]
         )
