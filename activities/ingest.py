@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import azure.durable_functions as df
 
-from imagerag import config, naming
+from imagerag import config, cpu_share, naming
 from imagerag.ingestion import finish, image, plan, runs, sync_state
 from imagerag.ingestion.contract import (
     BEGIN_RUN,
@@ -123,15 +123,16 @@ def plan_run(payload: PlanInput) -> Plan | PlanRejected:
 def ingest_image(payload: ImageTask) -> EntryResult:
     settings = config.settings()
     store, work = config.blob_store(settings), payload["work"]
-    result = image.ingest_image(
-        store,
-        config.vectorizer(settings),
-        config.image_index(settings, payload["target"]["index"]),
-        work=work,
-        partition=payload["partition"],
-        slot=payload["slot"],
-        target=payload["target"],
-    )
+    with cpu_share.process_share().bulk_step():  # chat requests go first
+        result = image.ingest_image(
+            store,
+            config.vectorizer(settings),
+            config.image_index(settings, payload["target"]["index"]),
+            work=work,
+            partition=payload["partition"],
+            slot=payload["slot"],
+            target=payload["target"],
+        )
     # Counted now, written to the run's record within a second or so (runs.LiveProgress).
     runs.live_progress.add(store, work["container"], work["prefix"], payload["partition"], result)
     return result

@@ -124,6 +124,20 @@ def latency_row(samples: list[Sample]) -> dict[str, float]:
     }
 
 
+def windows(samples: list[Sample], start: float, width: float) -> list[str]:
+    """p95 of the requests sent in each ``width``-second window after ``start``: where in the
+    ingestion the tail comes from."""
+    rows = []
+    last = max((s.started for s in samples), default=start)
+    for n in range(int((last - start) // width) + 1):
+        inside = [s for s in samples if start + n * width <= s.started < start + (n + 1) * width]
+        if inside:
+            ms = [(s.ended - s.started) * 1000 for s in inside]
+            p95 = percentile(ms, 0.95)
+            rows.append(f"{n * width:>4.0f}-{(n + 1) * width:<4.0f}s n={len(ms):<4} p95={p95:.0f}")
+    return rows
+
+
 def upload_images(images: ContainerClient, prefix: str, seeds: range) -> list[str]:
     paths = [f"{prefix}/{n}.jpg" for n in seeds]
 
@@ -161,6 +175,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--docs", type=int, default=2000)
     parser.add_argument("--poll", type=float, default=0.5)
+    parser.add_argument("--window", type=float, default=5.0, help="seconds per row of p95s")
+    parser.add_argument("--devhost-log", type=Path, help="keep devhost's log here")
     args = parser.parse_args()
     pictures = [
         "data:image/jpeg;base64," + base64.b64encode(picture_bytes(i)).decode() for i in range(8)
@@ -200,13 +216,16 @@ def main() -> None:
             second = upload_images(images, "second", range(20_000, 20_000 + args.images))
             with PeakRss(stack.devhost_pid) as rss, ChatLoad(url, args.clients, pictures) as load:
                 time.sleep(2.0)  # the clients are in their steady state before the drop
-                start = time.perf_counter()
+                start, start_wall = time.perf_counter(), time.strftime("%H:%M:%S")
                 ingest_with_chat = ingest(images, data_dir, "second", second, args.poll)
                 end = time.perf_counter()
             rows["chat during ingest"] = latency_row(load.window(start, end))
+            by_window = windows(load.window(start, end), start, args.window)
             rows["chat during ingest"]["rss"] = rss.peak_mb
             rows["ingest with chat"] = {"s": ingest_with_chat, "rss": rss.peak_mb}
             alive = stack.alive()
+            if args.devhost_log:
+                args.devhost_log.write_bytes((scratch / "devhost.log").read_bytes())
 
     print(f"{args.clients} chat clients, {args.images}-image ingestions, {args.docs} seeded docs")
     header = f"{'phase':<20}{'requests':>9}{'req/s':>7}{'p50 ms':>9}{'p95 ms':>9}{'mean ms':>9}"
@@ -219,6 +238,8 @@ def main() -> None:
         ingest_col = f"{row['s']:>10.1f}" if "s" in row else " " * 10
         print(f"{name:<20}{chat_cols}{ingest_col}{row['rss']:>13.0f}")
     print(f"devhost alive at the end: {alive}")
+    print(f"chat p95 during the ingestion, by when the request was sent (drop at {start_wall}):")
+    print("\n".join(by_window))
     alone, during = rows["chat alone"]["p95"], rows["chat during ingest"]["p95"]
     print(
         f"RESULT chat_p95_alone_ms={alone:.0f} chat_p95_during_ms={during:.0f} "

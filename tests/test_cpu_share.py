@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 
 import pytest
 
@@ -23,12 +24,17 @@ class Clock:
 class HeldBulkWork:
     """Bulk work (e.g. the vectorizer decoding an image) that stays admitted until left."""
 
-    def __init__(self, share: CpuShare, pool: ThreadPoolExecutor) -> None:
+    def __init__(
+        self,
+        share: CpuShare,
+        pool: ThreadPoolExecutor,
+        kind: Callable[[CpuShare], AbstractContextManager[None]] = CpuShare.bulk,
+    ) -> None:
         self.entered, self._leave = threading.Event(), threading.Event()
-        self._done = pool.submit(self._work, share)
+        self._done = pool.submit(self._work, kind(share))
 
-    def _work(self, share: CpuShare) -> None:
-        with share.bulk():
+    def _work(self, admission: AbstractContextManager[None]) -> None:
+        with admission:
             self.entered.set()
             assert self._leave.wait(30)
 
@@ -65,6 +71,59 @@ def test_near_a_query_bulk_work_enters_one_at_a_time_then_freely_once_quiet() ->
         assert third.entered.wait(5)
         second.leave()
         third.leave()
+
+
+def test_near_a_query_ingestion_steps_enter_one_at_a_time_and_their_pieces_still_run() -> None:
+    clock = Clock()
+    share = CpuShare(interactive_recent_s=5.0, bulk_in_flight_near_interactive=1, clock=clock)
+    share.note_interactive()
+    with ThreadPoolExecutor(3) as pool:
+        step = HeldBulkWork(share, pool, CpuShare.bulk_step)
+        assert step.entered.wait(5)
+        # The step's own CPU work (possibly on a model's worker thread) is counted apart.
+        piece = HeldBulkWork(share, pool, CpuShare.bulk)
+        assert piece.entered.wait(5)
+        second_step = HeldBulkWork(share, pool, CpuShare.bulk_step)
+        assert not second_step.entered.wait(0.3)
+        piece.leave()
+        assert not second_step.entered.wait(0.3)  # pieces leaving do not admit steps
+        step.leave()
+        assert second_step.entered.wait(5)
+        second_step.leave()
+
+
+def test_near_a_query_each_ingestion_step_is_followed_by_a_rest_in_proportion() -> None:
+    clock = Clock()
+    share = CpuShare(interactive_recent_s=100.0, step_rest_ratio=0.5, clock=clock)
+    share.note_interactive()
+    with ThreadPoolExecutor(2) as pool:
+        step = HeldBulkWork(share, pool, CpuShare.bulk_step)
+        assert step.entered.wait(5)
+        clock.now += 4.0  # the step runs for 4 s: the next one rests 2 s
+        step.leave()
+        following = HeldBulkWork(share, pool, CpuShare.bulk_step)
+        assert not following.entered.wait(0.3)
+        piece = HeldBulkWork(share, pool, CpuShare.bulk)  # pieces of work do not rest
+        assert piece.entered.wait(5)
+        piece.leave()
+        clock.now += 1.9
+        assert not following.entered.wait(0.3)
+        clock.now += 0.2
+        assert following.entered.wait(5)
+        following.leave()
+
+
+def test_without_queries_ingestion_steps_do_not_rest() -> None:
+    clock = Clock()
+    share = CpuShare(step_rest_ratio=10.0, clock=clock)
+    with ThreadPoolExecutor(1) as pool:
+        step = HeldBulkWork(share, pool, CpuShare.bulk_step)
+        assert step.entered.wait(5)
+        clock.now += 4.0
+        step.leave()
+        following = HeldBulkWork(share, pool, CpuShare.bulk_step)
+        assert following.entered.wait(5)
+        following.leave()
 
 
 @pytest.fixture
@@ -134,3 +193,5 @@ def test_rejects_limits_that_cannot_work() -> None:
         CpuShare(bulk_in_flight_near_interactive=0)
     with pytest.raises(ValueError, match="negative"):
         CpuShare(interactive_recent_s=-1)
+    with pytest.raises(ValueError, match="step_rest_ratio"):
+        CpuShare(step_rest_ratio=-0.1)
