@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import (
+    AccountSasPermissions,
+    BlobServiceClient,
+    ResourceTypes,
+    generate_account_sas,
+)
 
 from imagerag.adapters.blob import AzureBlobStore
 from imagerag.ports import BlobChangedError, BlobNotFoundError, InvalidBlobNameError
@@ -81,3 +87,61 @@ def test_unusual_blob_names(store: AzureBlobStore, unique_container: str) -> Non
         store.write(unique_container, path, b"x", content_type="image/png")
         props = store.properties(unique_container, path)
         assert props is not None and props.size == 1, path
+
+
+def test_a_listing_page_matches_the_sdk_listing(
+    store: AzureBlobStore, blob_service: BlobServiceClient, unique_container: str
+) -> None:
+    names = ["dir/sub dir/é ü.png", "a#b?c.png", "x%20y.png", "r&d <1>.json", "z\u00a0.png"]
+    for n, name in enumerate(names):
+        metadata = {"summary": f'{{"n": {n}, "text": "<&>\\"é"}}'} if n % 2 == 0 else None
+        store.write(unique_container, name, b"x" * n, content_type="image/png", metadata=metadata)
+    container = blob_service.get_container_client(unique_container)
+    expected = [
+        (b.name, b.size, b.etag, dict(b.metadata or {}))
+        for b in container.list_blobs(include=["metadata"])
+    ]
+    listed, continuation = [], None
+    while True:
+        page = store.list_page(unique_container, size=2, continuation=continuation)
+        assert len(page.blobs) <= 2
+        listed += [(b.name, b.size, b.etag, b.metadata) for b in page.blobs]
+        continuation = page.continuation
+        if continuation is None:
+            break
+    assert listed == expected and len(listed) == len(names)
+    only = store.list_page(unique_container, prefix="dir/", size=10)
+    assert [b.name for b in only.blobs] == ["dir/sub dir/é ü.png"] and only.continuation is None
+
+
+def test_a_listing_of_a_missing_container_is_empty_and_a_bad_name_is_refused(
+    store: AzureBlobStore,
+) -> None:
+    page = store.list_page(f"missing{uuid.uuid4().hex[:8]}", size=5)
+    assert (page.blobs, page.continuation) == ([], None)
+    with pytest.raises(InvalidBlobNameError, match="Bad_Name"):
+        store.list_page("Bad_Name", size=5)
+
+
+def test_a_listing_page_through_a_sas_connection_string(
+    blob_service: BlobServiceClient, store: AzureBlobStore, unique_container: str
+) -> None:
+    for name in ("a b.json", "c.json", "d.json"):
+        store.write(unique_container, name, b"{}", content_type="application/json")
+    key = blob_service.credential  # Azurite's well-known account key
+    token = generate_account_sas(
+        key.account_name,
+        key.account_key,
+        ResourceTypes(container=True, object=True),
+        AccountSasPermissions(read=True, list=True),
+        expiry=datetime.now(UTC) + timedelta(hours=1),
+    )
+    with_sas = AzureBlobStore(
+        service=BlobServiceClient.from_connection_string(
+            f"BlobEndpoint={blob_service.url.rstrip('/')};SharedAccessSignature={token}"
+        )
+    )
+    first = with_sas.list_page(unique_container, size=2)
+    assert [b.name for b in first.blobs] == ["a b.json", "c.json"]
+    rest = with_sas.list_page(unique_container, size=2, continuation=first.continuation)
+    assert [b.name for b in rest.blobs] == ["d.json"] and rest.continuation is None
