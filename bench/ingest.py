@@ -8,7 +8,8 @@ the run as a person would: one status request for the run (``GET /api/ingestions
 one list request (``GET /api/ingestions``) per second, no more, so it measures the pipeline and
 not its own polling. From the counts the status route reports it prints the images/s of each
 tenth of the run, devhost's resident memory at each tenth and its peak, and how long the two
-routes took while the run was going on.
+routes took while the run was going on, and the number of events in the largest Durable
+history the run left (``largest_history_events``).
 
 With ``--seeded-docs N`` it runs the same ``--images`` again into an index that already holds N
 documents (random vectors, seeded straight into the embedded index before devhost starts):
@@ -19,7 +20,7 @@ local stand-in (20 requests/s, 100 ms latency): ratio = achieved images/s / 20.
 
 Last line: ``RESULT images=... seconds=... images_per_s=... tenth_rates=r1,...,r10
 last_over_first=... peak_rss_mb=... rss_tenths_mb=... status_p95_ms=... list_p95_ms=...
-[seeded_docs=... seeded_images_per_s=... seeded_ratio=...]``
+largest_history_events=... [seeded_docs=... seeded_images_per_s=... seeded_ratio=...]``
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import statistics
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,6 +188,19 @@ def p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[18] if len(values) >= 2 else values[0]
 
 
+def largest_history(state_dir: Path) -> tuple[int, str]:
+    """Events in the largest Durable history devhost kept, and its instance (a finished
+    orchestration's history stays in devhost's store)."""
+    query = "SELECT instance_id, COUNT(*) FROM history GROUP BY instance_id ORDER BY 2 DESC"
+    largest = (0, "")
+    for db in state_dir.glob("*.sqlite"):
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as connection:
+            row = connection.execute(f"{query} LIMIT 1").fetchone()
+        if row is not None and int(row[1]) > largest[0]:
+            largest = (int(row[1]), str(row[0]))
+    return largest
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=400, help="pictures in the local run")
@@ -202,6 +218,7 @@ def main() -> None:
         watch, peak = run(stack, "images", paths, args.timeout)
     seconds = crossing(watch.samples, args.images)
     rates, rss = tenths(watch, args.images)
+    history_events, history_instance = largest_history(scratch / "state")
 
     seeded = ""
     if args.seeded_docs:
@@ -237,14 +254,15 @@ def main() -> None:
         f"status route {len(watch.status_ms)} calls p95 {p95(watch.status_ms):.1f} ms; "
         f"list route {len(watch.list_ms)} calls p95 {p95(watch.list_ms):.1f} ms"
     )
+    print(f"largest Durable history: {history_events} events ({history_instance})")
     print(
         f"RESULT images={args.images} seconds={seconds:.1f} "
         f"images_per_s={args.images / seconds:.2f} "
         f"tenth_rates={','.join(f'{r:.2f}' for r in rates)} "
         f"last_over_first={rates[-1] / rates[0]:.2f} peak_rss_mb={peak:.0f} "
         f"rss_tenths_mb={','.join(f'{mb:.0f}' for mb in rss)} "
-        f"status_p95_ms={p95(watch.status_ms):.1f} list_p95_ms={p95(watch.list_ms):.1f}"
-        f"{seeded}{cloud}"
+        f"status_p95_ms={p95(watch.status_ms):.1f} list_p95_ms={p95(watch.list_ms):.1f} "
+        f"largest_history_events={history_events}{seeded}{cloud}"
     )
 
 
