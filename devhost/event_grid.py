@@ -20,11 +20,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, unquote
 
-from azure.storage.blob import BlobPrefix, BlobServiceClient
+import defusedxml.ElementTree as DefusedET
+from azure.core.exceptions import HttpResponseError
+from azure.core.rest import HttpRequest
+from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from .blob_triggers import MAX_ATTEMPTS, blob_service_from_setting
 from .durable.store import DurableStore, SeenBlob
@@ -121,23 +125,22 @@ class EventGridWatcher:
                 continue
             client = self._account.get_container_client(container.name)
             try:
-                items = list(client.walk_blobs(delimiter="/"))
+                blobs = list(_top_level_json_blobs(client))
             except Exception as exc:  # deleted meanwhile: not a reason to publish deletions
                 log.debug("Cannot list container %r: %s", container.name, exc)
                 listed[container.name] = None
                 continue
             listed[container.name] = {
-                item.name: ListedBlob(
+                blob.findtext("Name", ""): ListedBlob(
                     SeenBlob(
-                        etag=_quoted(item.etag),
-                        content_type=item.content_settings.content_type or "",
-                        blob_type=str(getattr(item.blob_type, "value", item.blob_type)),
+                        etag=_quoted(blob.findtext("Properties/Etag", "")),
+                        content_type=blob.findtext("Properties/Content-Type", ""),
+                        blob_type=blob.findtext("Properties/BlobType", ""),
                     ),
-                    content_length=item.size,
-                    url=client.get_blob_client(item.name).url,
+                    content_length=int(blob.findtext("Properties/Content-Length") or 0),
+                    url=client.get_blob_client(blob.findtext("Name", "")).url,
                 )
-                for item in items
-                if not isinstance(item, BlobPrefix) and item.name.lower().endswith(".json")
+                for blob in blobs
             }
         return listed
 
@@ -215,6 +218,36 @@ class EventGridWatcher:
             return "failed"
         log.info("Executed 'Functions.%s' (Succeeded)", name)
         return "ok"
+
+
+def _top_level_json_blobs(client: ContainerClient) -> Iterator[Any]:
+    """The container's top-level blobs named *.json (suffix in any case), as the <Blob>
+    elements of List Blobs with a "/" delimiter: one request per 5,000 names, parsed here.
+    The SDK's listing builds a model per blob, about 0.5 ms of CPU each: with 10,000 images
+    at the top level, every scan took 5 s."""
+    marker = ""
+    while True:
+        params = {"restype": "container", "comp": "list", "delimiter": "/"}
+        if marker:  # azure-core adds query parameters to the URL as given
+            params["marker"] = quote(marker, safe="")
+        request = HttpRequest(
+            "GET", client.url, params=params, headers={"x-ms-version": client.api_version}
+        )
+        # The generated client's raw-request method: the SDK's pipeline (credential, retries).
+        response = client._client._send_request(request, stream=True)
+        body = response.read()
+        if response.status_code != 200:
+            raise HttpResponseError(response=response)
+        root = DefusedET.fromstring(body)
+        for blob in root.iterfind("Blobs/Blob"):
+            name = blob.find("Name")
+            if name is not None and name.get("Encoded") == "true":
+                name.text = unquote(name.text or "")
+            if (blob.findtext("Name") or "").lower().endswith(".json"):
+                yield blob
+        marker = root.findtext("NextMarker") or ""
+        if not marker:
+            return
 
 
 def _quoted(etag: str) -> str:

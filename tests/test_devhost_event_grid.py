@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobPrefix, BlobServiceClient
+
+from devhost.event_grid import _top_level_json_blobs
 
 APP = Path(__file__).parent / "apps" / "eventgrid_app"
 CREATED = "Microsoft.Storage.BlobCreated"
@@ -181,3 +183,27 @@ def test_failing_function_is_retried_then_given_up(
     devhost(APP, env=app_env)  # receipts survive: a given-up event stays given up
     time.sleep(SCANS)
     assert len(attempts()) == MAX_ATTEMPTS
+
+
+def test_a_scan_lists_the_top_level_json_blobs_as_the_sdk_does(
+    blob_service: BlobServiceClient, unique_container: str
+) -> None:
+    container = blob_service.get_container_client(unique_container)
+    names = ["metadata.json", "A b é.JSON", "r&d <1>.json", "photo.jpg", "dir/metadata.json"]
+    for name in names:
+        container.upload_blob(name, b"[]")
+    expected = {
+        item.name: (item.etag, item.size, item.content_settings.content_type)
+        for item in container.walk_blobs(delimiter="/")
+        if not isinstance(item, BlobPrefix) and item.name.lower().endswith(".json")
+    }
+    listed = {
+        blob.findtext("Name"): (
+            blob.findtext("Properties/Etag"),
+            int(blob.findtext("Properties/Content-Length")),
+            blob.findtext("Properties/Content-Type"),
+        )
+        for blob in _top_level_json_blobs(container)
+    }
+    assert listed == expected
+    assert sorted(listed) == ["A b é.JSON", "metadata.json", "r&d <1>.json"]
