@@ -45,7 +45,7 @@ from fastapi_request import fastapi_request  # noqa: E402
 from sample_images import altered_copy, picture_bytes  # noqa: E402
 
 from imagerag import config, retrieval  # noqa: E402
-from imagerag.ports import IndexDocument, ModelInfo, Vectorizer  # noqa: E402
+from imagerag.ports import ImageEmbedding, IndexDocument, ModelInfo, Vectorizer  # noqa: E402
 
 REAL_PICTURES = 20
 BATCH = 2000
@@ -69,9 +69,12 @@ class TimedVectorizer:
         return self.inner.model
 
     def vectorize_image(self, data: bytes, *, interactive: bool = False) -> list[float]:
+        return self.embed_image(data, interactive=interactive).vector
+
+    def embed_image(self, data: bytes, *, interactive: bool = False) -> ImageEmbedding:
         start = time.perf_counter()
         try:
-            return self.inner.vectorize_image(data, interactive=interactive)
+            return self.inner.embed_image(data, interactive=interactive)
         finally:
             self.last_s = time.perf_counter() - start
 

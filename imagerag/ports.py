@@ -175,11 +175,26 @@ class VectorizerUnavailableError(VectorizerError):
         self.retry_after_s = retry_after_s
 
 
+@dataclass(frozen=True, slots=True)
+class ImageEmbedding:
+    """An image's vector and, where the model makes one, its verification thumbnail: small
+    grey pixels (imagerag.verification) that re-rank the nearest vectors by matching the
+    pictures themselves. Part of the model's identity, stored with the document."""
+
+    vector: list[float]
+    thumbnail: bytes | None = None
+
+
 class Vectorizer(Protocol):
     """Images (and, where the model supports it, text) to unit-length vectors in one space."""
 
     @property
     def model(self) -> ModelInfo: ...
+
+    def embed_image(self, data: bytes, *, interactive: bool = False) -> ImageEmbedding:
+        """As vectorize_image, with the model's verification thumbnail (None where it has
+        none), both from one decode."""
+        ...
 
     def vectorize_image(self, data: bytes, *, interactive: bool = False) -> list[float]:
         """One image (already validated: a supported type within the size limits).
@@ -225,6 +240,7 @@ class IndexDocument:
     model_name: str
     model_version: str
     content_hash: str  # sha256 hex of the image bytes
+    thumbnail: bytes | None = None  # ImageEmbedding.thumbnail, where the model makes one
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +290,8 @@ class SearchHit:
     title: str | None
     url: str | None
     filepath: str | None
+    thumbnail: bytes | None = None  # image hits of an index that stores them
+    match: float | None = None  # how well the picture itself matched (imagerag.verification)
 
 
 class ImageIndexError(Exception):

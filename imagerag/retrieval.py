@@ -4,7 +4,9 @@ The query comes from the conversation (the last user turn's text, and its image 
 recent earlier user image). Up to three ranked lists are searched and fused with weighted
 Reciprocal Rank Fusion (k = 60, as Azure AI Search does):
 
-- ``image``: the prompt image vectorized, image-to-image over the image vector field;
+- ``image``: the prompt image vectorized, image-to-image over the image vector field (where
+  the model and the index keep verification thumbnails, the nearest hits re-ordered by
+  matching the pictures: :mod:`imagerag.verification`);
 - ``text_vector``: the text vectorized, text-to-image (only where the model embeds text);
 - ``text``: full-text over the content (description) fields;
 - ``description``: the text's sentence embedding against the descriptions' (only where the
@@ -15,7 +17,9 @@ Strictness rule (documented for users in :data:`STRICTNESS_RULE`):
 
 - a vector hit passes if its cosine similarity is at least the model's absolute floor for the
   strictness AND at least ``best - gap`` where ``best`` is that list's top score (relative cut:
-  weak tails of a strong match are dropped even when they clear the floor);
+  weak tails of a strong match are dropped even when they clear the floor); the image hit that
+  verification matched best to the picture itself also passes, whatever its cosine, when its
+  ``match`` reaches the strictness's ``SURE_MATCH`` (see :mod:`imagerag.verification`);
 - a full-text hit passes if its rank in the text list is within the strictness's rank limit
   (engine text scores are not comparable across queries, so rank is the only fair cut) and its
   content covers enough of the query's content words, IDF-weighted (:func:`covering_hits`);
@@ -32,6 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from imagerag import verification
 from imagerag.ports import (
     FieldMapping,
     FieldMappingError,
@@ -75,17 +80,18 @@ class Thresholds:
     gap: tuple[float, float, float, float, float]
 
 
-# efficientnet-lite0 (R-MAC descriptor), measured on bench/retrieval_quality.py's set (120
-# real photo tiles, their quadrants indexed as hard negatives, 600 edited copies re-encoded at
-# JPEG quality 30): a copy scores 0.50 / 0.64 / 0.84 against its original (1st / 5th / 50th
-# percentile); the best document of another photo 0.54 median, 0.66 at the 95th percentile,
-# 0.75 at most. Floors 0.55 / 0.65 / 0.72 / 0.8 keep 98% / 94% / 84% / 62% of the originals
-# and let the best other-photo document through for 41% / 6% / 0.7% / 0% of the queries.
+# efficientnet-lite0 (R-MAC at two scales), measured on bench/retrieval_quality.py's set (120
+# real photo tiles, their quarters indexed as hard negatives, 600 edited copies re-encoded at
+# JPEG quality 30; brute force): a copy scores 0.57 / 0.72 / 0.89 against its original (1st /
+# 5th / 50th percentile); the best document of another photo 0.57 median, 0.69 at the 95th
+# percentile, 0.75 at most. Floors 0.6 / 0.68 / 0.72 / 0.8 keep 98% / 97.5% / 95% / 81% of the
+# originals and let the best other-photo document through for 33% / 6% / 1% / 0% of the
+# queries; originals under the floor mostly pass by verification (imagerag.verification).
 # azure-ai-vision (1024-d) is not measurable here: its values follow the published behaviour
 # (unrelated photos about 0.3-0.5, near-duplicates above 0.85, text-to-image 0.2-0.35).
 _THRESHOLDS: dict[str, Thresholds] = {
     "efficientnet-lite0": Thresholds(
-        image_floor=(0.0, 0.55, 0.65, 0.72, 0.8),
+        image_floor=(0.0, 0.6, 0.68, 0.72, 0.8),
         text_vector_floor=(0.0, 0.0, 0.0, 0.0, 0.0),
         gap=(1.0, 0.3, 0.2, 0.12, 0.06),
     ),
@@ -112,7 +118,9 @@ DESCRIPTION_FLOOR = (0.0, 0.2, 0.3, 0.4, 0.5)
 _TEXT_RANK_LIMIT = (50, 20, 10, 5, 3)
 
 STRICTNESS_RULE = (
-    "vector hits pass when cosine >= the model's floor for the strictness and >= best - gap; "
+    "vector hits pass when cosine >= the model's floor for the strictness and >= best - gap, "
+    "and an image hit also when it is the best verified match of the picture itself "
+    "(match >= 0.5 / 0.6 / 0.7 / 0.8 / 0.9 for strictness 1-5); "
     "full-text hits pass when their rank is within the strictness's rank limit and they hold "
     "enough of the question's content words (IDF-weighted); a document "
     "passes if it passes in any list"
@@ -297,7 +305,8 @@ def passing_ids(ranked: RankedList, strictness: int, model_name: str | None) -> 
         return set()
     best = max(hit.score for hit in ranked.hits)
     cut = max(floor, best - limits.gap[level])
-    return {hit.id for hit in ranked.hits if hit.score >= cut and math.isfinite(hit.score)}
+    passing = {hit.id for hit in ranked.hits if hit.score >= cut and math.isfinite(hit.score)}
+    return passing | verification.sure_matches(ranked.hits, strictness)
 
 
 # --------------------------------------------------------------------------- retrieve
@@ -467,10 +476,20 @@ def _run_searches(
 def _image_search(
     image: bytes, vectorizer: Vectorizer, index: ImageIndex, options: SearchOptions
 ) -> list[SearchHit]:
-    vector = vectorizer.vectorize_image(image, interactive=True)
-    return index.vector_search(
-        vector, top=_candidates(options), fields=options.fields, filter=options.filter
+    embedding = vectorizer.embed_image(image, interactive=True)
+    wanted = _candidates(options)
+    if embedding.thumbnail is None:
+        return index.vector_search(
+            embedding.vector, top=wanted, fields=options.fields, filter=options.filter
+        )
+    # The nearest CANDIDATES are verified against the picture itself (imagerag.verification).
+    hits = index.vector_search(
+        embedding.vector,
+        top=max(wanted, verification.CANDIDATES),
+        fields=options.fields,
+        filter=options.filter,
     )
+    return verification.reranked(embedding.thumbnail, hits)[:wanted]
 
 
 def _text_vector_search(
@@ -530,8 +549,9 @@ def fuse(
 
     A list contributes to a document's fused score only where the document passes that list's
     cut (a weak image match must not lift a word match). Near-duplicates of the prompt image
-    (passing the strictest image cut) come first, by similarity: rank fusion alone would let a
-    second-best image that also matches a word of "what is this?" outrank the image itself.
+    (passing the strictest image cut, or verified as the same picture) come first, in the
+    image list's order (verified ones first, then by similarity): rank fusion alone would let
+    a second-best image that also matches a word of "what is this?" outrank the image itself.
     """
     passing_by_list = [passing_ids(r, options.strictness, model_name) for r in lists]
     passing = set().union(*passing_by_list)
@@ -544,7 +564,13 @@ def fuse(
     # Documents that pass nowhere are ordered by plain RRF (for all_retrieved_documents).
     for doc_id, score in rrf(lists).items():
         fused.setdefault(doc_id, score)
-    duplicates = set().union(*(passing_ids(r, 5, model_name) for r in lists if r.name == "image"))
+    image_lists = [r for r in lists if r.name == "image"]
+    duplicates = set().union(*(passing_ids(r, 5, model_name) for r in image_lists))
+    duplicates |= {h.id for r in image_lists for h in r.hits if verification.verified(h)}
+    image_rank: dict[str, int] = {}
+    for ranked in image_lists:
+        for rank, hit in enumerate(ranked.hits):
+            image_rank.setdefault(hit.id, rank)
     hits: dict[str, SearchHit] = {}
     scores: dict[str, dict[str, float]] = {}
     in_lists: dict[str, list[str]] = {}
@@ -553,7 +579,7 @@ def fuse(
             hits.setdefault(hit.id, hit)
             scores.setdefault(hit.id, {}).setdefault(ranked.name, hit.score)
             in_lists.setdefault(hit.id, []).append(ranked.name)
-    order = sorted(fused, key=_sort_key(fused, scores, passing, duplicates))
+    order = sorted(fused, key=_sort_key(fused, scores, passing, duplicates, image_rank))
     query_text = queries or {}
     documents = [
         RetrievedDocument(
@@ -585,15 +611,17 @@ def _sort_key(
     scores: dict[str, dict[str, float]],
     passing: set[str],
     duplicates: set[str],
+    image_rank: dict[str, int],
 ) -> Callable[[str], tuple[bool, bool, float, float, str]]:
     def key(doc_id: str) -> tuple[bool, bool, float, float, str]:
         image = scores[doc_id].get("image", -math.inf)
         is_duplicate = doc_id in duplicates
-        # Kept first; near-duplicates by similarity; then RRF, ties to the better image score.
+        # Kept first; near-duplicates in image-list order; then RRF, ties to the better image
+        # score.
         return (
             doc_id not in passing,
             not is_duplicate,
-            -image if is_duplicate else -fused[doc_id],
+            image_rank[doc_id] if is_duplicate else -fused[doc_id],
             -image,
             doc_id,
         )

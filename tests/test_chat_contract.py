@@ -28,7 +28,7 @@ from imagerag.adapters.azure_openai import AzureOpenAIAnswerer
 from imagerag.adapters.extractive import ExtractiveAnswerer
 from imagerag.adapters.local_index import LocalImageIndex
 from imagerag.chat import completion, endpoint
-from imagerag.ports import Answerer, ImageIndex, IndexDocument, ModelInfo
+from imagerag.ports import Answerer, ImageEmbedding, ImageIndex, IndexDocument, ModelInfo
 
 P = "data_sources[0].parameters"
 SEARCH = "https://contoso.search.windows.net"
@@ -53,6 +53,9 @@ class Vectorizer:
 
     def vectorize_image(self, data: bytes, *, interactive: bool = False) -> list[float]:
         return IMAGE_VECTOR
+
+    def embed_image(self, data: bytes, *, interactive: bool = False) -> ImageEmbedding:
+        return ImageEmbedding(IMAGE_VECTOR)
 
     def vectorize_text(self, text: str, *, interactive: bool = False) -> list[float]:
         return TEXT_VECTOR

@@ -21,6 +21,7 @@ from imagerag.ports import (
     AnswerRequest,
     FieldMapping,
     FieldMappingError,
+    ImageEmbedding,
     IndexNotFoundError,
     InvalidFilterError,
     ModelInfo,
@@ -355,6 +356,33 @@ def test_strictness_rule_floors_gaps_and_text_ranks():
         retrieval.passing_ids(texts, 0, model)
 
 
+def matched(doc_id: str, score: float, match: float) -> SearchHit:
+    """An image hit that verification matched against the prompt image."""
+    return replace(hit(doc_id, score), match=match)
+
+
+def test_the_best_picture_match_passes_whatever_its_cosine():
+    image_hits = retrieval.RankedList(
+        "image", [matched("copy", 0.5, 0.75), matched("twin", 0.45, 0.72), hit("look", 0.85)]
+    )
+    model = "efficientnet-lite0"
+    # Level 3: "look" by cosine, "copy" as the best match (>= 0.7); "twin" matches less.
+    assert retrieval.passing_ids(image_hits, 3, model) == {"copy", "look"}
+    # Level 4 asks a match of 0.8.
+    assert retrieval.passing_ids(image_hits, 4, model) == {"look"}
+
+
+def test_verified_pictures_come_first_among_near_duplicates():
+    # The image list as verification ordered it: the matched picture first, though a
+    # look-alike (a near-duplicate by cosine alone) is closer.
+    lists = [retrieval.RankedList("image", [matched("copy", 0.82, 0.98), hit("look", 0.86)])]
+    result = retrieval.fuse(lists, retrieval.SearchOptions(), "efficientnet-lite0")
+    assert [d.hit.id for d in result.documents] == ["copy", "look"]
+    unverified = [retrieval.RankedList("image", [hit("look", 0.86), hit("copy", 0.82)])]
+    result = retrieval.fuse(unverified, retrieval.SearchOptions(), "efficientnet-lite0")
+    assert [d.hit.id for d in result.documents] == ["look", "copy"]
+
+
 def test_fuse_keeps_top_n_passing_and_reports_the_dropped():
     lists = [
         retrieval.RankedList("image", [hit("a", 0.95), hit("b", 0.9), hit("c", 0.4)]),
@@ -396,6 +424,9 @@ class FakeVectorizer:
             raise self.error
         self.images.append(data)
         return [1.0, 0.0]
+
+    def embed_image(self, data: bytes, *, interactive: bool = False) -> ImageEmbedding:
+        return ImageEmbedding(self.vectorize_image(data, interactive=interactive))
 
     def vectorize_text(self, text: str, *, interactive: bool = False) -> list[float]:
         self.interactive.append(interactive)

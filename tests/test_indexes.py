@@ -12,6 +12,7 @@ import textwrap
 import threading
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -450,6 +451,22 @@ def test_local_persists_across_a_reopen(local: LocalImageIndex, tmp_path: Path) 
     assert reopened.vector_search(make_doc(3).image_vector, top=1)[0].id == "doc-0003"
     assert [h.id for h in reopened.text_search("house", top=3)] == []
     assert len(reopened.ids_from_source("images/metadata.json")) == 5
+
+
+def test_local_image_hits_carry_their_thumbnails_through_writes(
+    local: LocalImageIndex, tmp_path: Path
+) -> None:
+    docs = [replace(make_doc(i), thumbnail=bytes((1, 2, i, i + 1))) for i in range(4)]
+    local.upsert(docs)
+    hit = local.vector_search(docs[2].image_vector, top=1)[0]
+    assert (hit.id, hit.thumbnail) == ("doc-0002", bytes((1, 2, 2, 3)))
+    local.upsert([replace(docs[2], thumbnail=bytes((1, 2, 9, 9)))])  # the image changed
+    local.merge_metadata([MetadataPatch("doc-0002", "new words", "images/metadata.json")])
+    assert local.vector_search(docs[2].image_vector, top=1)[0].thumbnail == bytes((1, 2, 9, 9))
+    reopened = LocalImageIndex(directory=tmp_path / "index", name="images-v")
+    assert reopened.vector_search(docs[1].image_vector, top=1)[0].thumbnail == bytes((1, 2, 1, 2))
+    # Description hits are not images: they carry none.
+    assert all(h.thumbnail is None for h in local.text_search("photo", top=4))
 
 
 def test_local_writes_are_visible_to_another_handle_at_once(

@@ -17,7 +17,7 @@ from imagerag.adapters.local_index import LocalImageIndex
 from imagerag.adapters.local_vectorizer import LocalVectorizer
 from imagerag.ingestion import contract, finish, image, runs, sync_state
 from imagerag.ingestion import plan as planning
-from imagerag.ports import ModelInfo
+from imagerag.ports import ImageEmbedding, ModelInfo
 
 
 @pytest.fixture
@@ -37,9 +37,9 @@ class CountingVectorizer(LocalVectorizer):
         super().__init__()
         self.images = 0
 
-    def vectorize_image(self, data: bytes, **options: object) -> list[float]:
+    def embed_image(self, data: bytes, *, interactive: bool = False) -> ImageEmbedding:
         self.images += 1
-        return super().vectorize_image(data, **options)  # type: ignore[arg-type]
+        return super().embed_image(data, interactive=interactive)
 
 
 class Container:

@@ -13,7 +13,13 @@ import pytest
 from imagerag import retrieval
 from imagerag.adapters.local_index import LocalImageIndex
 from imagerag.adapters.local_text_embedder import LocalTextEmbedder
-from imagerag.ports import IndexDocument, IndexModelMismatchError, MetadataPatch, ModelInfo
+from imagerag.ports import (
+    ImageEmbedding,
+    IndexDocument,
+    IndexModelMismatchError,
+    MetadataPatch,
+    ModelInfo,
+)
 
 MODEL = ModelInfo(name="efficientnet-lite0", version="test", dimensions=8, supports_text=False)
 DESCRIPTIONS = [
@@ -143,6 +149,9 @@ class TextlessVectorizer:
     model = MODEL
 
     def vectorize_image(self, data: bytes, *, interactive: bool = False) -> list[float]:
+        raise AssertionError("no image in these prompts")
+
+    def embed_image(self, data: bytes, *, interactive: bool = False) -> ImageEmbedding:
         raise AssertionError("no image in these prompts")
 
     def vectorize_text(self, text: str, *, interactive: bool = False) -> list[float]:

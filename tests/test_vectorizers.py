@@ -22,6 +22,7 @@ from fakes.vision_service import FakeVisionService, image_vector, text_vector
 from PIL import Image
 from sample_images import altered_copy, encode, picture, picture_bytes
 
+from imagerag import verification
 from imagerag.adapters import local_vectorizer
 from imagerag.adapters.azure_vision import AzureVisionVectorizer, RatePacer
 from imagerag.adapters.local_vectorizer import LocalVectorizer, preprocess
@@ -152,14 +153,31 @@ def test_local_traced_pass_gives_the_eager_vectors_bit_for_bit() -> None:
 
     model = local_vectorizer.load_model()
     assert local_vectorizer.traced(model) is not None  # else every pass would hold the GIL
+    normalize = torch.nn.functional.normalize
     for count in (1, 3):
         pixels = np.stack([preprocess(picture_bytes(seed)) for seed in range(30, 30 + count)])
         inputs = torch.from_numpy(pixels).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            features = model.extract_features(inputs)
-            pooled = local_vectorizer.rmac(features)
-            eager = torch.nn.functional.normalize(pooled, dim=1).numpy()
+            coarse = torch.nn.functional.interpolate(
+                inputs, size=(128, 128), mode="bilinear", antialias=True
+            )
+            pooled = [
+                normalize(local_vectorizer.rmac(model.extract_features(view)), dim=1)
+                for view in (inputs, coarse)
+            ]
+            eager = normalize(pooled[0] + pooled[1], dim=1).numpy()
         assert np.array_equal(local_vectorizer.embed_batch(model, pixels), eager)
+
+
+def test_local_embedding_holds_the_vector_and_the_thumbnail_of_one_decode(
+    local: LocalVectorizer,
+) -> None:
+    data = picture_bytes(9, size=(400, 300))
+    embedding = local.embed_image(data)
+    assert np.allclose(embedding.vector, local.vectorize_image(data), atol=1e-6)
+    decoded = local_vectorizer.decode(data)
+    assert embedding.thumbnail == verification.thumbnail(decoded)
+    assert embedding.thumbnail is not None and embedding.thumbnail[:2] == bytes((28, 37))
 
 
 def test_rmac_regions_of_the_model_feature_map() -> None:
@@ -227,7 +245,9 @@ def gated(monkeypatch: pytest.MonkeyPatch) -> Iterator[GatedModel]:
     monkeypatch.setattr(local_vectorizer, "load_model", lambda: None)
     monkeypatch.setattr(local_vectorizer, "embed_batch", model.embed)
     monkeypatch.setattr(
-        local_vectorizer, "preprocess", lambda data: np.full((3, 2, 2), int(data), np.float32)
+        local_vectorizer,
+        "prepared",
+        lambda data: (np.full((3, 2, 2), int(data), np.float32), b""),
     )
     yield model
     model.release.set()  # never leave a worker blocked

@@ -35,6 +35,7 @@ from requests.adapters import HTTPAdapter
 
 from imagerag.adapters.retry_after import parse_retry_after
 from imagerag.ports import (
+    ImageEmbedding,
     ModelInfo,
     VectorizerError,
     VectorizerInputError,
@@ -244,6 +245,10 @@ class AzureVisionVectorizer:
             {"Content-Type": "application/octet-stream"},
             interactive=interactive,
         )
+
+    def embed_image(self, data: bytes, *, interactive: bool = False) -> ImageEmbedding:
+        # No thumbnail: Azure AI Search documents hold the service's vector alone.
+        return ImageEmbedding(self.vectorize_image(data, interactive=interactive))
 
     def vectorize_text(self, text: str, *, interactive: bool = False) -> list[float]:
         words = len(text.split())

@@ -75,6 +75,7 @@ def search_hit(
     score: float,
     fields: FieldMapping,
     value: Callable[[str | None], str | None],
+    thumbnail: bytes | None = None,
 ) -> SearchHit:
     """A hit whose roles come from ``fields``; ``value(field)`` reads one field (None: absent)."""
     content = [value(name) for name in fields.content_fields]
@@ -85,4 +86,5 @@ def search_hit(
         title=value(fields.title_field),
         url=value(fields.url_field),
         filepath=value(fields.filepath_field),
+        thumbnail=thumbnail,
     )

@@ -14,6 +14,8 @@ Design (numbers in bench/index.py):
 - Text search is LanceDB's inverted (BM25) index. LanceDB also searches rows written after the
   index was built (unindexed fragments are scanned) and honours deletions, so results are right
   immediately after a write; ``optimize()`` folds the new rows into the index.
+- Each image's verification thumbnail (``image_thumbnail``, ~1-2 KB) is stored with it and
+  kept in memory beside the image vectors: image hits carry it for retrieval's re-ranking.
 - With a text embedder, each description is also stored as a sentence embedding
   (``description_vector``), computed when a document is written or its description changes,
   and searched like the image vectors. The text model is recorded next to the image model and
@@ -45,6 +47,7 @@ from imagerag.adapters.local_table import (
     DESCRIPTION_VECTOR_FIELD,
     KEY_FIELD,
     TEXT_MODEL_METADATA_KEY,
+    THUMBNAIL_FIELD,
     VECTOR_FIELD,
     check_mapped_fields,
     chunks,
@@ -470,8 +473,17 @@ class LocalImageIndex:
             )
         if KEY_FIELD not in schema.names:
             raise ImageIndexError(f"index {self._name!r} has no {KEY_FIELD!r} field")
-        if cache is None or cache.strings != string_fields(schema) or cache.dims != dims:
-            cache = VectorCache(field_name, dims, string_fields(schema))
+        # Image hits carry the verification thumbnails (retrieval re-ranks with them).
+        thumbnails = THUMBNAIL_FIELD if field_name == VECTOR_FIELD else None
+        if thumbnails not in schema.names:
+            thumbnails = None
+        strings = string_fields(schema)
+        if cache is None or (cache.strings, cache.dims, cache.thumbnail_field) != (
+            strings,
+            dims,
+            thumbnails,
+        ):
+            cache = VectorCache(field_name, dims, strings, thumbnails)
         cache.refresh(table)
         cache.version = version
         self._caches[field_name] = cache

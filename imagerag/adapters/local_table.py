@@ -25,6 +25,8 @@ KEY_FIELD = "id"
 VECTOR_FIELD = "image_vector"
 # Sentence embeddings of the descriptions (only in indexes made with a text embedder).
 DESCRIPTION_VECTOR_FIELD = "description_vector"
+# The model's verification thumbnail of each image (imagerag.verification).
+THUMBNAIL_FIELD = "image_thumbnail"
 STRING_FIELDS = (
     "description",
     "filepath",
@@ -41,6 +43,7 @@ def schema(model: ModelInfo, text_model: ModelInfo | None = None) -> pa.Schema:
     fields = [pa.field(KEY_FIELD, pa.string(), nullable=False)]
     fields.append(pa.field(VECTOR_FIELD, pa.list_(pa.float32(), model.dimensions)))
     fields += [pa.field(name, pa.string()) for name in STRING_FIELDS]
+    fields.append(pa.field(THUMBNAIL_FIELD, pa.binary()))
     metadata = {MODEL_METADATA_KEY: _model_json(model)}
     if text_model is not None:
         dims = text_model.dimensions
@@ -115,6 +118,8 @@ def document_rows(
     }
     for name in STRING_FIELDS:
         columns[name] = [getattr(d, name) for d in documents]
+    if THUMBNAIL_FIELD in schema.names:
+        columns[THUMBNAIL_FIELD] = [d.thumbnail for d in documents]
     if description_vectors is not None:
         columns[DESCRIPTION_VECTOR_FIELD] = vector_column(description_vectors)
     return pa.table(columns, schema=schema)

@@ -1,5 +1,6 @@
-"""The in-memory side of the local index: normalised float32 rows of one vector field and the
-table's string columns, kept in step with the LanceDB table by ``_rowid``."""
+"""The in-memory side of the local index: normalised float32 rows of one vector field, the
+table's string columns and (for the image vectors) the verification thumbnails, kept in step
+with the LanceDB table by ``_rowid``."""
 
 from __future__ import annotations
 
@@ -25,10 +26,17 @@ class VectorCache:
     """Normalised float32 rows of one vector field plus the table's string columns, in slots
     addressed by LanceDB ``_rowid`` (removed rows leave free slots that are reused)."""
 
-    def __init__(self, field_name: str, dims: int, strings: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        field_name: str,
+        dims: int,
+        strings: tuple[str, ...],
+        thumbnail_field: str | None = None,
+    ) -> None:
         self.field = field_name
         self.dims = dims
         self.strings = strings
+        self.thumbnail_field = thumbnail_field  # a binary column whose values hits carry
         self.version = -1
         self._reset()
 
@@ -39,6 +47,7 @@ class VectorCache:
         self.valid: BoolArray = np.zeros(0, dtype=np.bool_)
         self.values: dict[str, StringArray] = {f: np.zeros(0, dtype=_STRING) for f in strings}
         self.nulls: dict[str, BoolArray] = {f: np.zeros(0, dtype=np.bool_) for f in strings}
+        self.thumbnails: list[bytes | None] = []
         self.slot_of: dict[int, int] = {}
         self.free: list[int] = []
 
@@ -52,6 +61,8 @@ class VectorCache:
         added = np.setdiff1d(current, known, assume_unique=True)
         removed = np.setdiff1d(known, current, assume_unique=True)
         columns = [KEY_FIELD, self.field, *self.strings]
+        if self.thumbnail_field is not None:
+            columns.append(self.thumbnail_field)
         columns = list(dict.fromkeys(columns))
         if not self.slot_of or added.size > max(_TAKE_CHUNK, current.size // 2):
             # First load, or after compaction renumbered the rows: read everything once.
@@ -84,6 +95,10 @@ class VectorCache:
             nulls = column.is_null().to_numpy(zero_copy_only=False)
             self.values[name][slots] = np.asarray(column.fill_null("").to_pylist(), dtype=_STRING)
             self.nulls[name][slots] = nulls
+        if self.thumbnail_field is not None:
+            thumbnails = batch.column(self.thumbnail_field).to_pylist()
+            for slot, thumbnail in zip(slots.tolist(), thumbnails, strict=True):
+                self.thumbnails[slot] = thumbnail
         for slot, rowid in zip(slots.tolist(), batch.column("_rowid").to_pylist(), strict=True):
             self.slot_of[rowid] = slot
 
@@ -107,6 +122,8 @@ class VectorCache:
         for name in self.strings:
             self.values[name] = _resized(self.values[name], capacity)
             self.nulls[name] = _resized(self.nulls[name], capacity)
+        if self.thumbnail_field is not None:
+            self.thumbnails += [None] * (capacity - len(self.thumbnails))
 
     def hit(self, slot: int, score: float, fields: FieldMapping) -> SearchHit:
         def value(name: str | None) -> str | None:
@@ -114,7 +131,10 @@ class VectorCache:
                 return None
             return str(self.values[name][slot])
 
-        return search_hit(id=value(KEY_FIELD) or "", score=score, fields=fields, value=value)
+        thumbnail = self.thumbnails[slot] if self.thumbnail_field is not None else None
+        return search_hit(
+            id=value(KEY_FIELD) or "", score=score, fields=fields, value=value, thumbnail=thumbnail
+        )
 
 
 def _resized(array: npt.NDArray[Any], capacity: int) -> npt.NDArray[Any]:

@@ -93,7 +93,7 @@ def ingest_image(
         return result
 
     try:
-        vector = vectorizer.vectorize_image(data)
+        embedding = vectorizer.embed_image(data)
     except VectorizerInputError as exc:
         return _skipped(result, VECTORIZER_REFUSED, str(exc))
     except VectorizerUnavailableError as exc:
@@ -105,7 +105,7 @@ def ingest_image(
     document = IndexDocument(
         id=doc_id,
         description=description,
-        image_vector=vector,
+        image_vector=embedding.vector,
         filepath=path,
         url=store.url(container, path),
         title=posixpath.basename(path),
@@ -113,6 +113,7 @@ def ingest_image(
         model_name=model.name,
         model_version=model.version,
         content_hash=content_hash,
+        thumbnail=embedding.thumbnail,
     )
     index.upsert([document])
     result["status"] = STATUS_INDEXED
