@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageChops, ImageFilter
 
@@ -80,14 +80,13 @@ def thumbnail(image: Image.Image) -> bytes:
         min(_LONGEST, max(THUMBNAIL_SIDE, round(height * scale))),
     )
     grey = image.convert("L").resize(size, Image.Resampling.BOX)
-    if HIGH_PASS_SIGMA:
-        blurred = grey.filter(ImageFilter.GaussianBlur(HIGH_PASS_SIGMA))
-        grey = ImageChops.subtract(grey, blurred, offset=128)
-    return bytes((size[1], size[0])) + grey.tobytes()
+    blurred = grey.filter(ImageFilter.GaussianBlur(HIGH_PASS_SIGMA))
+    detail = ImageChops.subtract(grey, blurred, offset=128)  # (grey - blurred) + 128, clipped
+    return bytes((size[1], size[0])) + detail.tobytes()
 
 
 def pixels(data: bytes) -> npt.NDArray[np.float32]:
-    """A thumbnail's (height, width) grey pixels as float32."""
+    """A thumbnail's (height, width) pixels as float32; ThumbnailError for other bytes."""
     import numpy as np
 
     if len(data) < _HEADER:
@@ -178,22 +177,17 @@ def sure_matches(hits: list[SearchHit], strictness: int) -> set[str]:
 
 
 def reranked(query: bytes, hits: list[SearchHit]) -> list[SearchHit]:
-    """``hits`` (vector order) with the verified ones first (see the module docstring)."""
-    with_thumbnails = [i for i, hit in enumerate(hits[:CANDIDATES]) if hit.thumbnail]
-    if not with_thumbnails:
+    """``hits`` (vector order) with the verified ones first (see the module docstring), each
+    of the first CANDIDATES with its ``match``."""
+    window = [i for i, hit in enumerate(hits[:CANDIDATES]) if hit.thumbnail]
+    if not window:
         return hits
-    matches = match_scores(query, [hits[i].thumbnail or b"" for i in with_thumbnails])
-    verified = {
-        i: float(match) + COSINE_WEIGHT * hits[i].score
-        for i, match in zip(with_thumbnails, matches, strict=True)
-        if match >= VERIFIED_NCC
-    }
-    matched = {
-        i: replace(hits[i], match=float(match))
-        for i, match in zip(with_thumbnails, matches, strict=True)
-    }
-    first = sorted(verified, key=lambda i: -verified[i])
-    rest = [matched.get(i, hit) for i, hit in enumerate(hits) if i not in verified]
+    matches = match_scores(query, [hits[i].thumbnail or b"" for i in window])
+    matched = {i: replace(hits[i], match=float(m)) for i, m in zip(window, matches, strict=True)}
+    first = [i for i in window if verified(matched[i])]
+    first.sort(key=lambda i: -((matched[i].match or 0.0) + COSINE_WEIGHT * matched[i].score))
+    moved = set(first)
+    rest = [matched.get(i, hit) for i, hit in enumerate(hits) if i not in moved]
     return [matched[i] for i in first] + rest
 
 
@@ -218,7 +212,7 @@ def _integral(values: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
     return padded
 
 
-def _window(integral: npt.NDArray[np.float64], height: int, width: int) -> Any:
+def _window(integral: npt.NDArray[np.float64], height: int, width: int) -> npt.NDArray[np.float64]:
     """Sums over every height x width window (top-left corners), from an integral image."""
     rows, cols = integral.shape[1] - height, integral.shape[2] - width
     return (
