@@ -69,11 +69,12 @@ def seed_chat_index(connection_string: str, data_dir: Path) -> Seeded:
     documents = []
     for seed, data in originals.items():
         store.write(container, path_of(seed), data, content_type="image/jpeg")
+        embedding = vectorizer.embed_image(data)  # the vector and thumbnail ingestion stores
         documents.append(
             IndexDocument(
                 id=naming.document_id(container, path_of(seed)),
                 description=DESCRIPTIONS[seed],
-                image_vector=vectorizer.vectorize_image(data),
+                image_vector=embedding.vector,
                 filepath=path_of(seed),
                 url=store.url(container, path_of(seed)),
                 title=f"{seed}.jpg",
@@ -81,6 +82,7 @@ def seed_chat_index(connection_string: str, data_dir: Path) -> Seeded:
                 model_name=vectorizer.model.name,
                 model_version=vectorizer.model.version,
                 content_hash="0" * 64,
+                thumbnail=embedding.thumbnail,
             )
         )
     index.upsert(documents)
