@@ -19,7 +19,8 @@ Strictness rule (documented for users in :data:`STRICTNESS_RULE`):
   strictness AND at least ``best - gap`` where ``best`` is that list's top score (relative cut:
   weak tails of a strong match are dropped even when they clear the floor); the image hit that
   verification matched best to the picture itself also passes, whatever its cosine, when its
-  ``match`` reaches the strictness's ``SURE_MATCH`` (see :mod:`imagerag.verification`);
+  ``match`` reaches the strictness's ``SURE_MATCH`` well ahead of the next best (see
+  :mod:`imagerag.verification`);
 - a full-text hit passes if its rank in the text list is within the strictness's rank limit
   (engine text scores are not comparable across queries, so rank is the only fair cut) and its
   content covers enough of the query's content words, IDF-weighted (:func:`covering_hits`);
@@ -120,7 +121,7 @@ _TEXT_RANK_LIMIT = (50, 20, 10, 5, 3)
 STRICTNESS_RULE = (
     "vector hits pass when cosine >= the model's floor for the strictness and >= best - gap, "
     "and an image hit also when it is the best verified match of the picture itself "
-    "(match >= 0.5 / 0.6 / 0.7 / 0.8 / 0.9 for strictness 1-5); "
+    "(match >= 0.4 / 0.5 / 0.6 / 0.7 / 0.8 for strictness 1-5, 0.2 ahead of the next); "
     "full-text hits pass when their rank is within the strictness's rank limit and they hold "
     "enough of the question's content words (IDF-weighted); a document "
     "passes if it passes in any list"

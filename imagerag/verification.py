@@ -18,7 +18,8 @@ matches no picture (another photo of the same place) is ranked as before.
 
 Each hit's score stays its cosine similarity, which the strictness floors read; its ``match``
 is the NCC. The list's best match also passes strictness whatever its cosine when it reaches
-SURE_MATCH for the strictness (0.7 at the default 3).
+SURE_MATCH for the strictness (0.6 at the default 3) and leads the next best match by
+SURE_MARGIN: a query that matches no indexed picture tends to match several about as well.
 
 Why high-passed (the thumbnail minus its Gaussian blur, sigma HIGH_PASS_SIGMA px): smooth
 pictures (a sky, a blurred background) correlate well with any other smooth picture at this
@@ -26,11 +27,13 @@ size, so raw thumbnails matched some document of another photo at 0.8 or more fo
 queries; high-passed, the structure decides. Measured in-process on that set (600 edited
 copies, JPEG quality 30, the retrieval code the chat endpoint runs, default strictness):
 
-    thumbnails        sure match  R@1    R@5    another photo cited  out-of-scope answered
-    raw               0.95        0.978  0.988  1.3%                 2.8%
-    raw               0.8         0.985  0.995  1.3%                 24%
-    high-pass 4 px    0.6         0.983  0.997  1.3%                 14%
-    high-pass 4 px    0.7         0.980  0.992  1.3%                 4.8%   <- kept
+    thumbnails      sure match  margin  R@1    R@5    another photo cited  out-of-scope answered
+    raw             0.95        -       0.978  0.988  1.3%                 2.8%
+    raw             0.8         -       0.985  0.995  1.3%                 24%
+    high-pass 4 px  0.6         -       0.983  0.997  1.3%                 14%
+    high-pass 4 px  0.7         -       0.980  0.992  1.3%                 4.8%
+    high-pass 4 px  0.6         0.1     0.985  0.997  1.3%                 4.8%
+    high-pass 4 px  0.6         0.2     0.985  0.997  1.3%                 2.8%   <- kept
 
 ("out-of-scope answered": copies of the photos of an index that leaves a quarter of the
 photos out, answered with a citation instead of "not in your data".) Verification costs
@@ -58,8 +61,10 @@ MAX_ASPECT = 2
 SCALES = (1.0, 0.92, 0.85, 0.78, 0.71, 0.65, 0.6)
 CANDIDATES = 40
 VERIFIED_NCC = 0.5
-# Per strictness 1..5: the match that passes whatever the cosine (see sure_matches).
-SURE_MATCH = (0.5, 0.6, 0.7, 0.8, 0.9)
+# Per strictness 1..5: the best match that passes whatever the cosine, when it leads the
+# next best by SURE_MARGIN (see sure_matches).
+SURE_MATCH = (0.4, 0.5, 0.6, 0.7, 0.8)
+SURE_MARGIN = 0.2
 HIGH_PASS_SIGMA = 4.0
 COSINE_WEIGHT = 0.3
 # Thumbnail bytes: height, width, then the grey pixels row by row.
@@ -169,11 +174,13 @@ def verified(hit: SearchHit) -> bool:
 def sure_matches(hits: list[SearchHit], strictness: int) -> set[str]:
     """Ids of the hits that are the query's picture beyond doubt, which pass strictness
     whatever their cosine: the list's best match, when it reaches the strictness's
-    SURE_MATCH."""
-    best = max((hit.match for hit in hits if hit.match is not None), default=None)
-    if best is None or best < SURE_MATCH[strictness - 1]:
+    SURE_MATCH and leads the next best match by SURE_MARGIN."""
+    matches = sorted((hit.match for hit in hits if hit.match is not None), reverse=True)
+    if not matches or matches[0] < SURE_MATCH[strictness - 1]:
         return set()
-    return {hit.id for hit in hits if hit.match == best}
+    if len(matches) > 1 and matches[0] - matches[1] < SURE_MARGIN:
+        return set()  # two pictures match about as well: neither is sure
+    return {hit.id for hit in hits if hit.match == matches[0]}
 
 
 def reranked(query: bytes, hits: list[SearchHit]) -> list[SearchHit]:

@@ -363,13 +363,16 @@ def matched(doc_id: str, score: float, match: float) -> SearchHit:
 
 def test_the_best_picture_match_passes_whatever_its_cosine():
     image_hits = retrieval.RankedList(
-        "image", [matched("copy", 0.5, 0.75), matched("twin", 0.45, 0.72), hit("look", 0.85)]
+        "image", [matched("copy", 0.5, 0.75), matched("other", 0.45, 0.4), hit("look", 0.85)]
     )
     model = "efficientnet-lite0"
-    # Level 3: "look" by cosine, "copy" as the best match (>= 0.7); "twin" matches less.
+    # Level 3: "look" by cosine, "copy" as the best match (>= 0.6, well ahead of the next).
     assert retrieval.passing_ids(image_hits, 3, model) == {"copy", "look"}
-    # Level 4 asks a match of 0.8.
-    assert retrieval.passing_ids(image_hits, 4, model) == {"look"}
+    # Level 5 asks a match of 0.8.
+    assert retrieval.passing_ids(image_hits, 5, model) == {"look"}
+    # Two pictures matching about as well: neither is sure.
+    twins = retrieval.RankedList("image", [matched("copy", 0.5, 0.75), matched("twin", 0.45, 0.7)])
+    assert retrieval.passing_ids(twins, 3, model) == set()
 
 
 def test_verified_pictures_come_first_among_near_duplicates():
