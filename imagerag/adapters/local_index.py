@@ -474,9 +474,8 @@ class LocalImageIndex:
         if KEY_FIELD not in schema.names:
             raise ImageIndexError(f"index {self._name!r} has no {KEY_FIELD!r} field")
         # Image hits carry the verification thumbnails (retrieval re-ranks with them).
-        thumbnails = THUMBNAIL_FIELD if field_name == VECTOR_FIELD else None
-        if thumbnails not in schema.names:
-            thumbnails = None
+        image_field = field_name == VECTOR_FIELD and THUMBNAIL_FIELD in schema.names
+        thumbnails = THUMBNAIL_FIELD if image_field else None
         strings = string_fields(schema)
         if cache is None or (cache.strings, cache.dims, cache.thumbnail_field) != (
             strings,

@@ -47,7 +47,7 @@ class VectorCache:
         self.valid: BoolArray = np.zeros(0, dtype=np.bool_)
         self.values: dict[str, StringArray] = {f: np.zeros(0, dtype=_STRING) for f in strings}
         self.nulls: dict[str, BoolArray] = {f: np.zeros(0, dtype=np.bool_) for f in strings}
-        self.thumbnails: list[bytes | None] = []
+        self.thumbnails: list[bytes | None] = []  # by slot; all None without thumbnail_field
         self.slot_of: dict[int, int] = {}
         self.free: list[int] = []
 
@@ -122,8 +122,7 @@ class VectorCache:
         for name in self.strings:
             self.values[name] = _resized(self.values[name], capacity)
             self.nulls[name] = _resized(self.nulls[name], capacity)
-        if self.thumbnail_field is not None:
-            self.thumbnails += [None] * (capacity - len(self.thumbnails))
+        self.thumbnails += [None] * (capacity - len(self.thumbnails))
 
     def hit(self, slot: int, score: float, fields: FieldMapping) -> SearchHit:
         def value(name: str | None) -> str | None:
@@ -131,9 +130,12 @@ class VectorCache:
                 return None
             return str(self.values[name][slot])
 
-        thumbnail = self.thumbnails[slot] if self.thumbnail_field is not None else None
         return search_hit(
-            id=value(KEY_FIELD) or "", score=score, fields=fields, value=value, thumbnail=thumbnail
+            id=value(KEY_FIELD) or "",
+            score=score,
+            fields=fields,
+            value=value,
+            thumbnail=self.thumbnails[slot],
         )
 
 
