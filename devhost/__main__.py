@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import logging
 import os
 import signal
@@ -101,7 +102,26 @@ def _exit_now() -> None:
     os._exit(0)
 
 
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas, as MALLOC_ARENA_MAX does (a value set there wins).
+
+    By default each thread that allocates may get its own arena (up to 8 per core), and
+    memory freed by the embedded index's native worker threads stays spread over them: eight
+    rebuilds of the full-text index at 90,000 rows took a process from 380 to 790 MB, and
+    from 350 to 400 MB with two arenas. Must run before threads start.
+    """
+    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (musl has no arenas to cap)
+        return
+    m_arena_max = -8  # from glibc's malloc.h
+    libc.mallopt(m_arena_max, arenas)
+
+
 def main() -> None:
+    limit_malloc_arenas()
     args = parse_args()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -577,20 +577,52 @@ def test_local_optimize_keeps_data_and_drops_versions(tmp_path: Path) -> None:
 def test_local_long_runs_of_writes_are_compacted_as_they_go(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(local_index, "OPTIMIZE_AFTER_WRITES", 4)
+    monkeypatch.setattr(local_index, "COMPACT_AFTER_WRITES", 4)
+    monkeypatch.setattr(local_index, "COMPACT_TARGET_ROWS", 8)
+    monkeypatch.setattr(local_index, "FOLD_TEXT_INDEX_AFTER", 2)
     local = LocalImageIndex(
         directory=tmp_path, name="images-v", keep_versions_for=timedelta(seconds=0)
     )
     local.ensure(MODEL)
+    table = lancedb.connect(tmp_path, read_consistency_interval=timedelta(0)).open_table("images-v")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "removes every version": intended here
-        for i in range(10):
-            local.upsert([make_doc(i)])  # one write each: without compaction, 10 fragments
-    stats = lancedb.connect(tmp_path).open_table("images-v").stats()
-    assert stats["num_rows"] == 10
-    assert stats["fragment_stats"]["num_fragments"] <= 4
-    assert len(local.vector_search(make_doc(0).image_vector, top=100)) == 10
-    assert {h.id for h in local.text_search("boat", top=5)} == {"doc-0005"}
+        local.upsert([make_doc(i) for i in range(20)])  # one fragment above the target
+        (large,) = table.to_lance().get_fragments()
+        for i in range(20, 32):
+            local.upsert([make_doc(i)])  # one write each: without compaction, 12 fragments
+            hits = local.text_search(f"number {i}", top=1)
+            assert [h.id for h in hits] == [f"doc-{i:04d}"]  # found before and after folding
+    fragments = {f.fragment_id: f.count_rows() for f in table.to_lance().get_fragments()}
+    assert fragments[large.fragment_id] == 20  # left as it was, not rewritten
+    assert len(fragments) <= 5
+    assert table.count_rows() == 32
+    assert len(local.vector_search(make_doc(0).image_vector, top=100)) == 32
+    (text_index,) = [c for c in table.list_indices() if c.index_type == "FTS"]
+    assert text_index.num_unindexed_rows < 12  # folded in on the second compaction
+
+
+def test_local_lookups_by_id_use_a_btree_that_sees_every_write(tmp_path: Path) -> None:
+    local = LocalImageIndex(
+        directory=tmp_path, name="images-v", keep_versions_for=timedelta(seconds=0)
+    )
+    local.ensure(MODEL)
+    table = lancedb.connect(tmp_path, read_consistency_interval=timedelta(0)).open_table("images-v")
+    table.drop_index("id_idx")  # as in a table made before the index existed
+    again = LocalImageIndex(directory=tmp_path, name="images-v")
+    again.ensure(MODEL)
+    assert [c.index_type for c in table.list_indices() if c.columns == ["id"]] == ["BTree"]
+    again.upsert([make_doc(i) for i in range(20)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "removes every version": intended here
+        again.optimize()
+    assert "ScalarIndexQuery" in table.search().where("id IN ('doc-0002')").explain_plan()
+    again.upsert([make_doc(20)])  # written after the b-tree was last brought up to date
+    again.delete(["doc-0003"])
+    again.merge_metadata([MetadataPatch("doc-0004", "a red kite", "images/metadata-b.json")])
+    states = again.get_states(["doc-0002", "doc-0003", "doc-0004", "doc-0020", "doc-0099"])
+    assert set(states) == {"doc-0002", "doc-0004", "doc-0020"}
+    assert states["doc-0004"].description == "a red kite"
 
 
 # ---------------------------------------------------------------------- Azure only
