@@ -20,7 +20,8 @@ local stand-in (20 requests/s, 100 ms latency): ratio = achieved images/s / 20.
 
 Last line: ``RESULT images=... seconds=... images_per_s=... tenth_rates=r1,...,r10
 last_over_first=... peak_rss_mb=... rss_tenths_mb=... status_p95_ms=... list_p95_ms=...
-largest_history_events=... [seeded_docs=... seeded_images_per_s=... seeded_ratio=...]``
+largest_history_events=... [seeded_docs=... seeded_images_per_s=... seeded_tenth_rates=...
+seeded_peak_rss_mb=... seeded_ratio=...]``
 """
 
 from __future__ import annotations
@@ -226,11 +227,14 @@ def main() -> None:
         seed_index(seeded_scratch / "data", "images", args.seeded_docs)
         with Stack(seeded_scratch, env=env) as stack:
             paths = upload_pictures(stack, "images", args.images)
-            seeded_watch, _ = run(stack, "images", paths, args.timeout)
+            seeded_watch, seeded_peak = run(stack, "images", paths, args.timeout)
         seeded_seconds = crossing(seeded_watch.samples, args.images)
+        seeded_rates, _ = tenths(seeded_watch, args.images)
         seeded = (
             f" seeded_docs={args.seeded_docs} "
             f"seeded_images_per_s={args.images / seeded_seconds:.2f} "
+            f"seeded_tenth_rates={','.join(f'{r:.2f}' for r in seeded_rates)} "
+            f"seeded_peak_rss_mb={seeded_peak:.0f} "
             f"seeded_ratio={seconds / seeded_seconds:.2f}"
         )
 
