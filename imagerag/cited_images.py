@@ -69,10 +69,9 @@ def read_cited_image(
     try:
         if doc_id not in index(index_name).get_states([doc_id]):
             return None
-        properties = store.properties(container, path)
-        if properties is None or not 0 < properties.size < images.MAX_BYTES:
+        data, size = store.read_bounded(container, path, images.MAX_BYTES)
+        if not 0 < size < images.MAX_BYTES:
             return None
-        data = store.read(container, path, etag=properties.etag)
     except (ImageIndexError, BlobNotFoundError, InvalidBlobNameError):
         return None
     mime_type = images.mime_type(data)

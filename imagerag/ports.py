@@ -36,13 +36,6 @@ class InvalidBlobNameError(BlobStoreError, ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class BlobProperties:
-    size: int
-    etag: str
-    content_type: str | None
-
-
-@dataclass(frozen=True, slots=True)
 class BlobInfo:
     """One blob of a listing."""
 
@@ -69,6 +62,12 @@ class BlobStore(Protocol):
 
     def read(self, container: str, path: str, *, etag: str | None = None) -> bytes:
         """Whole content; BlobNotFoundError if missing, BlobChangedError if etag is stale."""
+        ...
+
+    def read_bounded(self, container: str, path: str, max_bytes: int) -> tuple[bytes, int]:
+        """(content, size of the blob) from one request that reads at most ``max_bytes``:
+        the content is whole when the size is at most ``max_bytes``, else only the blob's
+        first ``max_bytes``. BlobNotFoundError if missing."""
         ...
 
     def write(
@@ -108,10 +107,6 @@ class BlobStore(Protocol):
         """At most ``size`` blobs whose names start with ``prefix`` (with their metadata), by
         name, from where the page that returned ``continuation`` ended: one listing request.
         A malformed ``continuation`` raises InvalidBlobNameError."""
-        ...
-
-    def properties(self, container: str, path: str) -> BlobProperties | None:
-        """Size, ETag and content type, or None when the blob (or its container) is missing."""
         ...
 
     def url(self, container: str, path: str) -> str:

@@ -25,21 +25,37 @@ def store(blob_service: BlobServiceClient) -> AzureBlobStore:
 # --------------------------------------------------------------------------- adapter
 
 
-def test_round_trip(store: AzureBlobStore, unique_container: str) -> None:
+def test_round_trip(
+    store: AzureBlobStore, blob_service: BlobServiceClient, unique_container: str
+) -> None:
     etag = store.write(unique_container, "a/b.json", b'{"x": 1}', content_type="application/json")
     assert store.read(unique_container, "a/b.json") == b'{"x": 1}'
-    props = store.properties(unique_container, "a/b.json")
-    assert props is not None
-    assert (props.size, props.etag, props.content_type) == (8, etag, "application/json")
+    assert store.read_versioned(unique_container, "a/b.json") == (b'{"x": 1}', etag)
+    props = blob_service.get_blob_client(unique_container, "a/b.json").get_blob_properties()
+    assert (props.size, props.content_settings.content_type) == (8, "application/json")
 
 
-def test_write_overwrites(store: AzureBlobStore, unique_container: str) -> None:
+def test_write_overwrites(
+    store: AzureBlobStore, blob_service: BlobServiceClient, unique_container: str
+) -> None:
     first = store.write(unique_container, "x.bin", b"one", content_type="application/octet-stream")
     second = store.write(unique_container, "x.bin", b"two!", content_type="text/plain")
     assert first != second
     assert store.read(unique_container, "x.bin") == b"two!"
-    props = store.properties(unique_container, "x.bin")
-    assert props is not None and (props.size, props.content_type) == (4, "text/plain")
+    props = blob_service.get_blob_client(unique_container, "x.bin").get_blob_properties()
+    assert (props.size, props.content_settings.content_type) == (4, "text/plain")
+
+
+def test_a_bounded_read_reads_at_most_its_bound_and_tells_the_size(
+    store: AzureBlobStore, unique_container: str
+) -> None:
+    data = bytes(range(256)) * 4
+    store.write(unique_container, "b.bin", data, content_type="application/octet-stream")
+    assert store.read_bounded(unique_container, "b.bin", 10) == (data[:10], 1024)
+    assert store.read_bounded(unique_container, "b.bin", 1024) == (data, 1024)
+    assert store.read_bounded(unique_container, "b.bin", 5000) == (data, 1024)
+    store.write(unique_container, "empty.bin", b"", content_type="application/octet-stream")
+    assert store.read_bounded(unique_container, "empty.bin", 10) == (b"", 0)
 
 
 def test_read_with_current_etag(store: AzureBlobStore, unique_container: str) -> None:
@@ -56,16 +72,18 @@ def test_read_with_stale_etag_raises(store: AzureBlobStore, unique_container: st
 
 
 def test_missing_blob(store: AzureBlobStore, unique_container: str) -> None:
-    assert store.properties(unique_container, "nope.png") is None
     with pytest.raises(BlobNotFoundError, match="nope.png"):
         store.read(unique_container, "nope.png")
+    with pytest.raises(BlobNotFoundError, match="nope.png"):
+        store.read_bounded(unique_container, "nope.png", 10)
 
 
 def test_missing_container(store: AzureBlobStore) -> None:
     name = f"missing{uuid.uuid4().hex[:8]}"
-    assert store.properties(name, "a.png") is None
     with pytest.raises(BlobNotFoundError):
         store.read(name, "a.png")
+    with pytest.raises(BlobNotFoundError):
+        store.read_bounded(name, "a.png", 10)
 
 
 def test_ensure_container_is_idempotent(
@@ -85,8 +103,7 @@ def test_invalid_container_name_is_a_domain_error(store: AzureBlobStore) -> None
 def test_unusual_blob_names(store: AzureBlobStore, unique_container: str) -> None:
     for path in ["dir/sub dir/é ü.png", "a#b?c.png", "x%20y.png"]:
         store.write(unique_container, path, b"x", content_type="image/png")
-        props = store.properties(unique_container, path)
-        assert props is not None and props.size == 1, path
+        assert store.read_bounded(unique_container, path, 10) == (b"x", 1), path
 
 
 def test_a_listing_page_matches_the_sdk_listing(

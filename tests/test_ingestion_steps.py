@@ -11,7 +11,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 from sample_images import picture_bytes
 
-from imagerag import naming
+from imagerag import images, naming
 from imagerag.adapters.blob import AzureBlobStore
 from imagerag.adapters.local_index import LocalImageIndex
 from imagerag.adapters.local_vectorizer import LocalVectorizer
@@ -138,6 +138,9 @@ def test_a_run_indexes_good_images_and_reports_bad_ones(box: Container, vectoriz
     box.image("a.png", 1, "PNG")
     box.image("d/b.jpg", 2)
     box.store.write(box.name, "t.jpg", b"text, not a picture", content_type="image/jpeg")
+    box.store.write(box.name, "empty.png", b"", content_type="image/png")
+    big = picture_bytes(3, "PNG").ljust(images.MAX_BYTES, b"\0")  # a PNG with 20 MB of trailer
+    box.store.write(box.name, "big.png", big, content_type="image/png")
     box.metadata(
         "metadata.json",
         [
@@ -146,14 +149,16 @@ def test_a_run_indexes_good_images_and_reports_bad_ones(box: Container, vectoriz
             {"image_blob_path": "gone.png", "description": "missing"},
             {"image_blob_path": 7, "description": "bad"},
             {"image_blob_path": "t.jpg", "description": "renamed text"},
+            {"image_blob_path": "empty.png", "description": "empty"},
+            {"image_blob_path": "big.png", "description": "too large"},
             {"image_blob_path": "a.png", "description": "first again"},
         ],
     )
     report = box.run(vectorizer)
     assert (report["entries"], report["indexed"], report["skipped"], report["deleted"]) == (
-        6,
+        8,
         2,
-        4,
+        6,
         0,
     )
     assert statuses(report) == [
@@ -162,6 +167,8 @@ def test_a_run_indexes_good_images_and_reports_bad_ones(box: Container, vectoriz
         ("gone.png", "skipped", "missing_blob"),
         (None, "skipped", "wrong_type"),
         ("t.jpg", "skipped", "unsupported_type"),
+        ("empty.png", "skipped", images.EMPTY),
+        ("big.png", "skipped", images.TOO_LARGE),
         ("a.png", "indexed", None),
     ]
     assert box.documents()[box.doc("a.png")] == ("first again", f"{box.name}/metadata.json")

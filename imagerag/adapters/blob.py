@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -34,7 +35,6 @@ from imagerag.ports import (
     BlobInfo,
     BlobNotFoundError,
     BlobPage,
-    BlobProperties,
     InvalidBlobNameError,
 )
 
@@ -66,6 +66,23 @@ class AzureBlobStore:
         except HttpResponseError as exc:
             _raise_if_bad_request(exc, container, path)
             raise
+
+    def read_bounded(self, container: str, path: str, max_bytes: int) -> tuple[bytes, int]:
+        blob = self._service.get_blob_client(container, path)
+        try:
+            # A ranged GET (one request up to the SDK's single-request size, 32 MiB); its
+            # Content-Range carries the blob's whole size.
+            downloader = blob.download_blob(offset=0, length=max_bytes)
+            data = downloader.readall()
+        except ResourceNotFoundError as exc:
+            raise BlobNotFoundError(container, path) from exc
+        except HttpResponseError as exc:
+            if exc.status_code == HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE:
+                return b"", 0  # a range from offset 0 is unsatisfiable only for an empty blob
+            _raise_if_bad_request(exc, container, path)
+            raise
+        content_range = str(downloader.properties.content_range)  # "bytes 0-N/SIZE"
+        return data, int(content_range.rpartition("/")[2])
 
     def write(
         self,
@@ -173,21 +190,6 @@ class AzureBlobStore:
             _raise_if_bad_request(error, container, prefix)
             raise error
         return _listing(response.read())
-
-    def properties(self, container: str, path: str) -> BlobProperties | None:
-        blob = self._service.get_blob_client(container, path)
-        try:
-            props = blob.get_blob_properties()
-        except ResourceNotFoundError:
-            return None
-        except HttpResponseError as exc:
-            _raise_if_bad_request(exc, container, path)
-            raise
-        return BlobProperties(
-            size=int(props.size),
-            etag=str(props.etag),
-            content_type=props.content_settings.content_type,
-        )
 
     def url(self, container: str, path: str) -> str:
         # Without the query: a SAS connection string puts its token there, and documents

@@ -22,7 +22,6 @@ from imagerag.ingestion.contract import (
 )
 from imagerag.ingestion.work import read_partition
 from imagerag.ports import (
-    BlobChangedError,
     BlobNotFoundError,
     BlobStore,
     DocumentState,
@@ -122,15 +121,10 @@ def ingest_image(
 
 def _read_image(store: BlobStore, container: str, path: str) -> bytes:
     images.check_extension(path)
-    props = store.properties(container, path)
-    if props is None:
-        raise BlobNotFoundError(container, path)
-    images.check_size(props.size)  # before downloading: a 2 GB blob is never read
-    try:
-        return store.read(container, path, etag=props.etag)
-    except BlobChangedError:
-        # Replaced between the two calls: the new content is read (and checked) whole.
-        return store.read(container, path)
+    # One request: a blob over the limit is refused having read no more than the limit.
+    data, size = store.read_bounded(container, path, images.MAX_BYTES)
+    images.check_size(size)
+    return data
 
 
 def _superseded(store: BlobStore, work: WorkRef, target: Target) -> bool:
