@@ -52,8 +52,11 @@ INGEST_ORCHESTRATOR = "ingest_run"
 INGEST_PARTITION = "ingest_partition"
 RUNS_PER_HISTORY = 20
 
-# Fixed interval only in SDK 1.x; throttling backoff lives in the adapters' HTTP clients.
-IMAGE_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=1000, max_number_of_attempts=3)
+# For the activities of a partition (each idempotent). Fixed interval only in SDK 1.x;
+# throttling backoff lives in the adapters' HTTP clients.
+PARTITION_RETRY = df.RetryOptions(
+    first_retry_interval_in_milliseconds=1000, max_number_of_attempts=3
+)
 
 bp = df.Blueprint()
 
@@ -142,13 +145,13 @@ def ingest_partition(context: df.DurableOrchestrationContext) -> Generator[Any, 
         INGEST_IMAGE.call(
             context,
             {"work": work, "partition": partition, "slot": slot, "target": request["target"]},
-            retry=IMAGE_RETRY,
+            retry=PARTITION_RETRY,
         )
         for slot in range(request["entries"])
     ]
     results: list[EntryResult] = (yield context.task_all(tasks)) if tasks else []
     counts: Counts = yield WRITE_PARTITION_REPORT.call(
-        context, {"work": work, "partition": partition, "results": results}
+        context, {"work": work, "partition": partition, "results": results}, retry=PARTITION_RETRY
     )
     return counts
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -95,6 +97,37 @@ def test_live_counts_add_up_and_give_way_to_each_partitions_exact_counts(blob_se
     live.flush()  # after the run ended: nothing changes
     record = runs.read_record(store, work, run_id)
     assert record is not None and (record["phase"], record["done"]) == (runs.COMPLETED, 6)
+
+
+class SlowReads(AzureBlobStore):
+    """Reads that take as long as on a loaded host, which widens each writer's race window."""
+
+    def read_versioned(self, container: str, path: str) -> tuple[bytes, str] | None:
+        time.sleep(0.02)
+        return super().read_versioned(container, path)
+
+
+def test_partitions_that_report_at_once_all_land_in_the_record(blob_service) -> None:
+    # As at the end of a 10,000-entry run: its 100 partitions complete at the same moment.
+    store = SlowReads(service=blob_service)
+    work, run_id = f"w{uuid.uuid4().hex[:12]}", "ingest-0123456789abcdef-00000001"
+    store.ensure_container(work)
+    runs.write_record(store, work, {"id": run_id, "kind": "run", "phase": runs.INGESTING})
+    partitions = 100
+    start = threading.Barrier(partitions)
+
+    def report(partition: int) -> None:
+        counts = dict.fromkeys(STATUSES, 0) | {"entries": 2, "indexed": 2}
+        start.wait()
+        runs.record_partition(store, work, run_id, partition, counts)  # type: ignore[arg-type]
+
+    with ThreadPoolExecutor(partitions) as pool:
+        list(pool.map(report, range(partitions)))
+    record = runs.read_record(store, work, run_id)
+    assert record is not None
+    assert sorted(int(p) for p in record[runs.PARTITIONS]) == list(range(partitions))
+    assert record["done"] == 2 * partitions
+    assert runs.list_records(store, work)[0]["done"] == 2 * partitions
 
 
 def test_progress_counts_move_before_any_partition_completes(

@@ -14,9 +14,9 @@ from durable_script import Call, Script
 from imagerag import naming
 from imagerag.ingestion import contract
 from orchestrations.ingest import (
-    IMAGE_RETRY,
     INGEST_ORCHESTRATOR,
     INGEST_PARTITION,
+    PARTITION_RETRY,
     RUNS_PER_HISTORY,
     SYNC_ORCHESTRATOR,
     ingest_partition,
@@ -201,10 +201,11 @@ def test_a_run_plans_ensures_processes_deletes_and_reports() -> None:
         "deleted": 2,
         "report": REPORT,
     }
-    # Every image activity is retried by the same policy, one per slot of its partition.
+    # Every activity of a partition is retried by the same policy, one per slot of its
+    # partition, then the partition's report.
     last = run.children[naming.partition_instance_id(RUN["id"], 2)]
     assert names(last.calls) == ["ingest_image", "write_partition_report"]
-    assert last.calls[0].retry is IMAGE_RETRY
+    assert [c.retry for c in last.calls] == [PARTITION_RETRY, PARTITION_RETRY]
     first = run.children[partitions[0].instance_id]
     assert [c.payload["slot"] for c in first.calls[:2]] == [0, 1]
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +44,12 @@ FAILED = "failed"  # its orchestration failed unexpectedly (the host log has why
 IGNORED = "ignored"
 
 _ATTEMPTS = 50
+# After a lost race a writer waits a random time, up to BACKOFF_BASE_S * 2**attempt (at most
+# BACKOFF_CAP_S), before reading again. Retrying at once, the 100 partitions that all report
+# at the end of a 10,000-entry run kept colliding until one ran out of attempts.
+BACKOFF_BASE_S = 0.01
+BACKOFF_CAP_S = 1.0
+_jitter = random.SystemRandom()
 _SUMMARY_FIELDS = ("id", "kind", "container", "index", "phase", "created", "updated")
 _SUMMARY_COUNTS = ("total", "done")
 REVISION = "revision"  # how many times the record was written: the listing keeps the latest
@@ -100,7 +107,7 @@ def _write_listing(
     """The listing blob gets the summary of this revision unless a later one is already
     there: two writers of a record may reach its listing in either order."""
     body = json.dumps({REVISION: revision}).encode("utf-8")
-    for _attempt in range(_ATTEMPTS):
+    for attempt in range(_ATTEMPTS):
         found = store.read_versioned(work_container, path)
         if found is not None and int(json.loads(found[0]).get(REVISION, 0)) >= revision:
             return
@@ -116,8 +123,12 @@ def _write_listing(
             )
             return
         except BlobChangedError:
-            continue
+            _back_off(attempt)
     raise RuntimeError(f"the listing {path} kept changing; gave up after retries")
+
+
+def _back_off(attempt: int) -> None:
+    time.sleep(_jitter.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)))
 
 
 def update_record(
@@ -130,7 +141,7 @@ def update_record(
     """Merge ``fields`` into the record, then apply ``change`` to it (which may answer False:
     nothing to write); written only if nobody wrote meanwhile (partitions of a run report at
     the same time), else read and redone."""
-    for _attempt in range(_ATTEMPTS):
+    for attempt in range(_ATTEMPTS):
         found = store.read_versioned(work_container, record_path(run_id))
         record = {"id": run_id, "kind": "run"} if found is None else json.loads(found[0])
         record.update(fields)
@@ -142,7 +153,7 @@ def update_record(
             )
             return dict(record)
         except BlobChangedError:
-            continue
+            _back_off(attempt)
         except BlobNotFoundError:
             store.ensure_container(work_container)
     raise RuntimeError(f"the record of run {run_id} kept changing; gave up after retries")
