@@ -241,7 +241,7 @@ class LocalImageIndex:
     def _ensure_key_index(self, table: Any) -> None:
         """A B-tree on the key, so that lookups by id and the upserts' join on it cost the same
         in a large table as in a small one (at 90,000 rows: 4 and 15 ms instead of 15 and 36).
-        Rows written since the last optimize() are scanned beside it, so it is never stale."""
+        Rows written since the last compaction are scanned beside it, so it is never stale."""
         if any(config.columns == [KEY_FIELD] for config in table.list_indices()):
             return
         try:
