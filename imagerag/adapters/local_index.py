@@ -242,13 +242,8 @@ class LocalImageIndex:
         """A B-tree on the key, so that lookups by id and the upserts' join on it cost the same
         in a large table as in a small one (at 90,000 rows: 4 and 15 ms instead of 15 and 36).
         Rows written since the last compaction are scanned beside it, so it is never stale."""
-        if any(config.columns == [KEY_FIELD] for config in table.list_indices()):
-            return
-        try:
-            table.create_index(KEY_FIELD, config=BTree(), replace=False)
-        except RuntimeError:  # created meanwhile by another handle or process
-            if not any(config.columns == [KEY_FIELD] for config in table.list_indices()):
-                raise
+        if not _has_index(table, KEY_FIELD):
+            _create_index(table, KEY_FIELD, BTree())
 
     def _ensure_fts(self, table: Any, columns: Iterable[str]) -> None:
         missing = [c for c in columns if c not in self._fts_columns]
@@ -259,14 +254,7 @@ class LocalImageIndex:
         }
         for column in missing:
             if column not in indexed:
-                try:
-                    table.create_index(column, config=FTS(), replace=False)
-                except RuntimeError:  # created meanwhile by another handle or process
-                    if not any(
-                        c.index_type == "FTS" and c.columns == [column]
-                        for c in table.list_indices()
-                    ):
-                        raise
+                _create_index(table, column, FTS(), index_type="FTS")
             self._fts_columns.add(column)
 
     # ------------------------------------------------------------------ reads
@@ -515,6 +503,21 @@ class LocalImageIndex:
 
 
 _STATE_COLUMNS = [KEY_FIELD, "content_hash", "description", "source", "model_name", "model_version"]
+
+
+def _has_index(table: Any, column: str, index_type: str | None = None) -> bool:
+    return any(
+        config.columns == [column] and index_type in (None, config.index_type)
+        for config in table.list_indices()
+    )
+
+
+def _create_index(table: Any, column: str, config: Any, index_type: str | None = None) -> None:
+    try:
+        table.create_index(column, config=config, replace=False)
+    except RuntimeError:  # created meanwhile by another handle or process
+        if not _has_index(table, column, index_type):
+            raise
 
 
 def _states(query: Any) -> list[DocumentState]:
