@@ -7,10 +7,12 @@ finished runs of ``--entries`` entries each straight into the work container (wh
 would have left: no need to ingest a million images), plus one run still ingesting with the
 progress of each of its partitions (half completed, the others half done). Then it times,
 through HTTP, sequential calls of ``GET /api/ingestions`` (the list's first page, 20 runs) and
-``GET /api/ingestions/{id}`` (one run, finished and in progress).
+``GET /api/ingestions/{id}`` (one run, finished and in progress), and the storage request each
+route makes (List Blobs of a page, GET of a record) sent from here, without devhost: what the
+emulator costs alone on this machine at this moment.
 
 Last line: ``RESULT ingestions=... entries=... list_p95_ms=... status_p95_ms=...
-running_status_p95_ms=...``
+running_status_p95_ms=... floor_p95_ms=... list_storage_p95_ms=... status_storage_p95_ms=...``
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -37,6 +40,7 @@ from imagerag.ingestion.contract import STATUSES, Counts  # noqa: E402
 CONTAINER = "images"
 WORK = "images-work"
 PARTITION_SIZE = 100
+LIST_PAGE = 20  # the list route's default page
 
 
 def finished_record(number: int, entries: int) -> dict:
@@ -103,6 +107,17 @@ def timed(session: requests.Session, url: str, calls: int, expect: int = 200) ->
     return took
 
 
+def timed_call(call: Callable[[], object], calls: int) -> list[float]:
+    """The same storage request a route makes, sent from here: what Azurite costs alone."""
+    took = []
+    for number in range(10 + calls):
+        started = time.perf_counter()
+        call()
+        if number >= 10:
+            took.append((time.perf_counter() - started) * 1000)
+    return took
+
+
 def p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[18]
 
@@ -138,22 +153,32 @@ def main() -> None:
         running_ms = timed(session, f"{base}/{running}", args.calls)
         # The same route refused before any storage call: what devhost and HTTP cost alone.
         floor_ms = timed(session, f"{base}/not-an-id", args.calls, expect=400)
+        list_storage_ms = timed_call(
+            lambda: runs.list_page(store, WORK, size=LIST_PAGE), args.calls
+        )
+        status_storage_ms = timed_call(
+            lambda: runs.read_record(store, WORK, ids[len(ids) // 2]), args.calls
+        )
 
     timings = (
         ("list", list_ms),
         ("status", status_ms),
         ("running", running_ms),
         ("floor", floor_ms),
+        ("list storage", list_storage_ms),
+        ("status storage", status_storage_ms),
     )
     for name, values in timings:
         print(
-            f"{name:<8} median {statistics.median(values):6.1f} ms   p95 {p95(values):6.1f} ms"
+            f"{name:<14} median {statistics.median(values):6.1f} ms   p95 {p95(values):6.1f} ms"
             f"   max {max(values):6.1f} ms"
         )
     print(
         f"RESULT ingestions={args.ingestions} entries={args.entries} "
         f"list_p95_ms={p95(list_ms):.1f} status_p95_ms={p95(status_ms):.1f} "
-        f"running_status_p95_ms={p95(running_ms):.1f} floor_p95_ms={p95(floor_ms):.1f}"
+        f"running_status_p95_ms={p95(running_ms):.1f} floor_p95_ms={p95(floor_ms):.1f} "
+        f"list_storage_p95_ms={p95(list_storage_ms):.1f} "
+        f"status_storage_p95_ms={p95(status_storage_ms):.1f}"
     )
 
 

@@ -602,6 +602,25 @@ def test_local_long_runs_of_writes_are_compacted_as_they_go(
     assert text_index.num_unindexed_rows < 12  # folded in on the second compaction
 
 
+def test_local_caches_stay_bounded_over_many_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each write makes a table version whose manifest LanceDB caches; uncapped, 120 writes
+    # left ~5 MB in the session, and a 10,000-image run grew devhost by ~13 KB per image.
+    monkeypatch.setattr(local_index, "METADATA_CACHE_BYTES", 512 * 1024)
+    local_index.lance_session.cache_clear()
+    try:
+        local = LocalImageIndex(directory=tmp_path, name="images-v")
+        local.ensure(MODEL)
+        for i in range(120):
+            local.upsert([make_doc(i)])
+            assert local.get_states([f"doc-{i:04d}"])
+        assert local_index.lance_session().size_bytes < 2 * 2**20
+        assert len(local.get_states([f"doc-{i:04d}" for i in range(120)])) == 120
+    finally:
+        local_index.lance_session.cache_clear()  # later tests get the process's own
+
+
 def test_local_lookups_by_id_use_a_btree_that_sees_every_write(tmp_path: Path) -> None:
     local = LocalImageIndex(
         directory=tmp_path, name="images-v", keep_versions_for=timedelta(seconds=0)
