@@ -96,19 +96,16 @@ def seed(store: AzureBlobStore, ingestions: int, entries: int) -> tuple[list[str
 
 
 def timed(session: requests.Session, url: str, calls: int, expect: int = 200) -> list[float]:
-    took = []
-    for call in range(10 + calls):  # 10 to warm up
-        started = time.perf_counter()
+    def call() -> None:
         response = session.get(url, timeout=30)
-        if call >= 10:
-            took.append((time.perf_counter() - started) * 1000)
         if response.status_code != expect:
             raise SystemExit(f"GET {url}: {response.status_code}, expected {expect}")
-    return took
+
+    return timed_call(call, calls)
 
 
 def timed_call(call: Callable[[], object], calls: int) -> list[float]:
-    """The same storage request a route makes, sent from here: what Azurite costs alone."""
+    """Milliseconds of each of ``calls`` sequential calls, after 10 to warm up."""
     took = []
     for number in range(10 + calls):
         started = time.perf_counter()

@@ -606,7 +606,7 @@ def test_local_caches_stay_bounded_over_many_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Each write makes a table version whose manifest LanceDB caches; uncapped, 120 writes
-    # left ~5 MB in the session, and a 10,000-image run grew devhost by ~13 KB per image.
+    # left ~5 MB in the session, and 15,000 writes grew a process by ~13 KB each.
     monkeypatch.setattr(local_index, "METADATA_CACHE_BYTES", 512 * 1024)
     local_index.lance_session.cache_clear()
     try:
