@@ -51,6 +51,9 @@ COMPATIBLE_KEY_SETTING = "OPENAI_API_KEY"
 # Client id of a user-assigned managed identity for the AI services (Storage has its own).
 CLIENT_ID_SETTING = "AZURE_CLIENT_ID"
 LOCAL_DATA_DIR_SETTING = "LOCAL_DATA_DIR"
+# From how many rows the embedded index keeps a neighbour graph (HNSW) for vector search;
+# unset: never, every search is exact (local_neighbours.py says why it is opt-in).
+LOCAL_GRAPH_SETTING = "LOCAL_INDEX_GRAPH_FROM_ROWS"
 # How the host learns of new metadata files: "EventGrid" (required on Flex Consumption) or
 # "LogsAndContainerScan" (the classic polling trigger; the default, works with Azurite).
 INGEST_TRIGGER_SOURCE_SETTING = "INGEST_TRIGGER_SOURCE"
@@ -103,6 +106,7 @@ class Settings:
     compatible_key: str | None = field(default=None, repr=False)
     client_id: str | None = None
     local_data_dir: Path = Path(DEFAULT_LOCAL_DATA_DIR)
+    local_graph_from_rows: int | None = None
     chat_default_index: str = f"{DEFAULT_IMAGES_CONTAINER}-v"
     chat_image_url_allowlist: tuple[str, ...] = ()
     # Signs the image route's links; unset: a random key per process (see image_links.py).
@@ -168,6 +172,7 @@ class Settings:
             compatible_key=get(COMPATIBLE_KEY_SETTING),
             client_id=get(CLIENT_ID_SETTING),
             local_data_dir=Path(get(LOCAL_DATA_DIR_SETTING) or DEFAULT_LOCAL_DATA_DIR),
+            local_graph_from_rows=_rows(get(LOCAL_GRAPH_SETTING), LOCAL_GRAPH_SETTING),
             chat_default_index=get(CHAT_DEFAULT_INDEX_SETTING) or index_name_for(images_container),
             image_link_key=get(IMAGE_LINK_KEY_SETTING),
             chat_image_url_allowlist=tuple(
@@ -214,6 +219,14 @@ def _positive_int(raw: str | None, name: str, default: int) -> int:
     if not 1 <= value <= _MAX_PARTITION_SIZE:
         raise ValueError(f"{name}={value} must be between 1 and {_MAX_PARTITION_SIZE}")
     return value
+
+
+def _rows(raw: str | None, name: str) -> int | None:
+    if raw is None:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{name}={raw!r} must be a whole number of rows, at least 1")
+    return int(raw)
 
 
 @functools.lru_cache(maxsize=8)
@@ -286,7 +299,10 @@ def image_index(settings: Settings, name: str) -> ImageIndex:
     # Descriptions are also matched by meaning (sentence embeddings stored in the index);
     # one embedder per process, shared by every index.
     return LocalImageIndex(
-        directory=settings.local_data_dir / "index", name=name, text_embedder=_text_embedder()
+        directory=settings.local_data_dir / "index",
+        name=name,
+        text_embedder=_text_embedder(),
+        approximate_from=settings.local_graph_from_rows,
     )
 
 

@@ -65,6 +65,8 @@ def test_missing_storage_names_the_settings() -> None:
         ({"IMAGES_CONTAINER": "Images"}, "IMAGES_CONTAINER"),
         ({"WORK_CONTAINER": "a"}, "WORK_CONTAINER"),
         ({"WORK_CONTAINER": "images"}, "must differ"),
+        ({"LOCAL_INDEX_GRAPH_FROM_ROWS": "0"}, "LOCAL_INDEX_GRAPH_FROM_ROWS"),
+        ({"LOCAL_INDEX_GRAPH_FROM_ROWS": "20k"}, "LOCAL_INDEX_GRAPH_FROM_ROWS"),
     ],
 )
 def test_bad_settings_are_named(env: dict[str, str], words: str) -> None:

@@ -7,11 +7,14 @@ Design (numbers in bench/index.py):
 - Writes go through a group commit: concurrent callers queue their rows; one of them writes
   everything queued as a single ``merge_insert`` while the others wait, so 16 activities
   upserting one document each make a handful of table versions instead of 16.
-- Vector search is exact cosine over an in-memory float32 matrix (rows pre-normalised), which
-  is several times faster than LanceDB's flat search. The matrix is refreshed whenever the
+- Vector search scores an in-memory float32 matrix (rows pre-normalised) exactly, which is
+  several times faster than LanceDB's flat search. The matrix is refreshed whenever the
   table version changes: a cheap scan of ``_rowid`` finds the rows added and removed since
   the last refresh, and only those are read. Compaction renumbers the rows it moves (those of
-  small fragments only), which are read again.
+  small fragments only), which are read again. With ``approximate_from`` (opt-in: the
+  LOCAL_INDEX_GRAPH_FROM_ROWS setting), an HNSW graph saved beside the table
+  (``<name>.ann/``) picks the candidates of unfiltered searches instead of scoring every row
+  (local_vectors.py, local_neighbours.py).
 - Lookups by id (and the upserts' join on it) use a B-tree on ``id``, so that their cost does
   not grow with the table.
 - Text search is LanceDB's inverted (BM25) index. LanceDB also searches rows written after the
@@ -35,6 +38,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import shutil
 import threading
 from collections.abc import Iterable
 from dataclasses import replace
@@ -69,7 +73,7 @@ from imagerag.adapters.local_table import (
     vector_column,
     vector_dims,
 )
-from imagerag.adapters.local_vectors import VectorCache, top_k
+from imagerag.adapters.local_vectors import VectorCache
 from imagerag.ports import (
     DocumentState,
     FieldMapping,
@@ -127,6 +131,7 @@ class LocalImageIndex:
         name: str,
         keep_versions_for: timedelta = timedelta(minutes=1),
         text_embedder: TextEmbedder | None = None,
+        approximate_from: int | None = None,
     ) -> None:
         if not _TABLE_NAME.match(name):
             raise ValueError(
@@ -147,6 +152,7 @@ class LocalImageIndex:
         self._fts_columns: set[str] = set()
         self._search_lock = threading.Lock()
         self._caches: dict[str, VectorCache] = {}
+        self._approximate_from = approximate_from
         self._writer = GroupCommit(self._apply)
         # Touched by the group-commit leader only.
         self._writes_since_compaction = 0
@@ -198,7 +204,21 @@ class LocalImageIndex:
             except (ValueError, FileNotFoundError):  # no such table
                 pass
             self._table = None
-            self._caches.clear()
+            with self._search_lock:
+                for cache in self._caches.values():
+                    cache.close()
+                self._caches.clear()
+            shutil.rmtree(self._graph_directory, ignore_errors=True)
+
+    @property
+    def _graph_directory(self) -> Path:
+        return self._directory / f"{self._name}.ann"
+
+    def wait_for_graphs(self, timeout: float | None = None) -> bool:
+        """Blocks until every neighbour graph holds the rows last read and is saved."""
+        with self._search_lock:
+            caches = list(self._caches.values())
+        return all(cache.wait_for_graph(timeout) for cache in caches)
 
     def _open(self) -> Any:
         if self._table is not None:
@@ -409,7 +429,9 @@ class LocalImageIndex:
         fields: FieldMapping = DEFAULT_FIELDS,
         filter: str | None = None,
     ) -> list[SearchHit]:
-        """Exact cosine similarity (``score`` in [-1, 1]) over every matching document."""
+        """Cosine similarity (``score`` in [-1, 1]), exact for every candidate; the candidates
+        are every matching document, or with a neighbour graph and no filter, its proposals
+        plus the rows it does not hold yet."""
         if not fields.image_vector_fields:
             raise ImageIndexError("fields.image_vector_fields is empty: no vector field to search")
         table = self._require()
@@ -425,14 +447,15 @@ class LocalImageIndex:
                     f"query vector has {query.size} dimensions; {field_name!r} has {cache.dims}"
                 )
             norm = float(np.linalg.norm(query))
-            size = cache.size
-            scores = cache.matrix[:size] @ (query / norm if norm > 0 else query)
-            mask = cache.valid[:size]
+            query = query / norm if norm > 0 else query
+            mask = None
             if condition is not None:
-                mask = mask & odata.evaluate(condition, cache.columns(size))
-            candidates = np.flatnonzero(mask)
-            slots = candidates[top_k(scores[candidates], top)]
-            return [cache.hit(int(slot), float(scores[slot]), fields) for slot in slots]
+                mask = odata.evaluate(condition, cache.columns(cache.size))
+            slots, scores = cache.nearest(query, top, mask)
+            return [
+                cache.hit(slot, score, fields)
+                for slot, score in zip(slots.tolist(), scores.tolist(), strict=True)
+            ]
 
     def text_search(
         self,
@@ -511,7 +534,16 @@ class LocalImageIndex:
             dims,
             thumbnails,
         ):
-            cache = VectorCache(field_name, dims, strings, thumbnails)
+            if cache is not None:
+                cache.close()
+            cache = VectorCache(
+                field_name,
+                dims,
+                strings,
+                thumbnails,
+                graph_path=self._graph_directory / f"{field_name}.{dims}.hnsw",
+                approximate_from=self._approximate_from,
+            )
         cache.refresh(table)
         cache.version = version
         self._caches[field_name] = cache

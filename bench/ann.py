@@ -1,0 +1,215 @@
+"""Approximate search engines for the local index, compared on bench/query.py's corpus.
+
+    .venv/bin/python bench/ann.py [--rows 100000] [--queries 200] [--engines usearch hnswlib faiss]
+
+Rows: random non-negative unit vectors (1280-d, like pooled CNN features) with the 20 real
+pictures (vectorized by the local model) planted among them. Queries: the altered copies of
+the real pictures, plus rows perturbed by noise. On random rows the 2nd to 10th neighbours are
+near-ties, the hardest case for a graph; top1 (the exact first found first) is also reported.
+Each engine proposes candidates, which are
+scored exactly from the float32 rows, as VectorCache does; per engine: build seconds (2
+threads), query p50/p95 (1 thread), recall@10 against exact search, and the memory the engine
+adds (its own estimate where it has one). hnswlib (chroma-hnswlib) is the one the index uses;
+usearch and faiss-cpu are measured only where they are installed (they are not dependencies).
+
+Last line: ``RESULT rows=... exact_p95_ms=... graph_build_s=... graph_p95_ms=...
+graph_recall10=... graph_top1=... graph_mb=...`` for the settings local_neighbours.py uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+from sample_images import altered_copy, picture_bytes  # noqa: E402
+
+from imagerag.adapters import local_neighbours, local_vectors  # noqa: E402
+from imagerag.adapters.local_vectorizer import LocalVectorizer  # noqa: E402
+
+DIMS = 1280
+PICTURES = 20
+Search = Callable[[np.ndarray], np.ndarray]
+
+
+def corpus(rows: int, queries: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(rows)
+    matrix = np.abs(rng.standard_normal((rows, DIMS), dtype=np.float32))
+    vectorizer = LocalVectorizer()
+    originals = [picture_bytes(seed) for seed in range(PICTURES)]
+    matrix[rng.choice(rows, PICTURES, replace=False)] = [
+        vectorizer.vectorize_image(data) for data in originals
+    ]
+    altered = [vectorizer.vectorize_image(altered_copy(data)) for data in originals]
+    # Rows moved by noise about a third of their length (cosine ~0.95 with the row).
+    perturbed = matrix[rng.choice(rows, queries - PICTURES)] + 0.3 / np.sqrt(DIMS) * (
+        rng.standard_normal((queries - PICTURES, DIMS), dtype=np.float32)
+    )
+    asked = np.vstack([altered, perturbed]).astype(np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    asked /= np.linalg.norm(asked, axis=1, keepdims=True)
+    return matrix, asked
+
+
+def exact(matrix: np.ndarray, query: np.ndarray, k: int = 10) -> np.ndarray:
+    return local_vectors.top_k(matrix @ query, k)
+
+
+def rescored(matrix: np.ndarray, query: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    candidates = candidates.astype(np.intp)
+    return candidates[local_vectors.top_k(matrix[candidates] @ query, 10)]
+
+
+def report(name: str, build_s: float, mb: float, search: Search, matrix, queries) -> dict:
+    timings, recalls, firsts = [], [], 0
+    for query in queries:
+        start = time.perf_counter()
+        found = search(query)
+        timings.append(time.perf_counter() - start)
+        truth = exact(matrix, query)
+        recalls.append(len(set(found.tolist()) & set(truth.tolist())) / 10)
+        firsts += int(found[0] == truth[0])
+    ms = sorted(t * 1000 for t in timings)
+    figures = {
+        "build_s": build_s,
+        "p50_ms": statistics.median(ms),
+        "p95_ms": ms[round(0.95 * (len(ms) - 1))],
+        "recall10": statistics.mean(recalls),
+        "top1": firsts / len(queries),
+        "mb": mb,
+    }
+    print(
+        f"{name:<36} build {build_s:6.1f} s  p50 {figures['p50_ms']:6.2f}  "
+        f"p95 {figures['p95_ms']:6.2f} ms  recall@10 {figures['recall10']:.4f}  "
+        f"worst {min(recalls):.1f}  top1 {figures['top1']:.3f}  {mb:6.0f} MB",
+        flush=True,
+    )
+    return figures
+
+
+def hnswlib_runs(matrix: np.ndarray, queries: np.ndarray) -> dict:
+    """The engine and settings local_neighbours.py uses (the figures RESULT reports)."""
+    import hnswlib
+
+    index = hnswlib.Index(space="ip", dim=DIMS)
+    start = time.perf_counter()
+    index.init_index(
+        max_elements=len(matrix),
+        ef_construction=local_neighbours.EXPANSION_ADD,
+        M=local_neighbours.CONNECTIVITY,
+    )
+    index.add_items(matrix, np.arange(len(matrix)), num_threads=2)
+    build = time.perf_counter() - start
+    index.set_ef(local_neighbours.EXPANSION_SEARCH)
+    links = len(matrix) * local_neighbours.CONNECTIVITY * 2 * 4  # level-0 links, 4 B each
+    mb = (matrix.nbytes + links) / 2**20  # it stores float32 rows
+    chosen: dict = {}
+    for count in (50, local_vectors.GRAPH_CANDIDATES):
+        figures = report(
+            f"hnswlib HNSW f32, {count} candidates",
+            build,
+            mb,
+            lambda q, c=count: rescored(matrix, q, index.knn_query(q, k=c, num_threads=1)[0][0]),
+            matrix,
+            queries,
+        )
+        if count == local_vectors.GRAPH_CANDIDATES:
+            chosen = figures
+    return chosen
+
+
+def usearch_runs(matrix: np.ndarray, queries: np.ndarray) -> None:
+    """usearch (int8 and float16 storage). Only ever imported after torch here: loaded first,
+    its extension made the local model's traced pass hang (see local_neighbours.py)."""
+    from usearch.index import Index
+
+    for dtype in ("i8", "f16"):
+        index = Index(
+            ndim=DIMS,
+            metric="cos",
+            dtype=dtype,
+            connectivity=local_neighbours.CONNECTIVITY,
+            expansion_add=local_neighbours.EXPANSION_ADD,
+            expansion_search=local_neighbours.EXPANSION_SEARCH,
+        )
+        start = time.perf_counter()
+        index.add(np.arange(len(matrix), dtype=np.uint64), matrix, threads=2)
+        build = time.perf_counter() - start
+        report(
+            f"usearch HNSW {dtype}, 100 candidates",
+            build,
+            index.memory_usage / 2**20,
+            lambda q, ix=index: rescored(matrix, q, ix.search(q, 100, threads=1).keys),
+            matrix,
+            queries,
+        )
+        del index
+        gc.collect()
+
+
+def faiss_runs(matrix: np.ndarray, queries: np.ndarray) -> None:
+    import faiss
+
+    for factory in ("SQ8", "HNSW16,SQ8"):
+        faiss.omp_set_num_threads(2)
+        index = faiss.index_factory(DIMS, factory, faiss.METRIC_INNER_PRODUCT)
+        start = time.perf_counter()
+        index.train(matrix)
+        index.add(matrix)
+        build = time.perf_counter() - start
+        faiss.omp_set_num_threads(1)
+        if factory.startswith("HNSW"):
+            index.hnsw.efSearch = 128
+        report(
+            f"faiss {factory}, 100 candidates",
+            build,
+            matrix.nbytes / 4 / 2**20,
+            lambda q, ix=index: rescored(matrix, q, ix.search(q[None], 100)[1][0]),
+            matrix,
+            queries,
+        )
+        del index
+        gc.collect()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--engines", nargs="+", default=["hnswlib", "usearch", "faiss"])
+    args = parser.parse_args()
+    matrix, queries = corpus(args.rows, args.queries)
+    base = report("exact float32 (numpy)", 0.0, 0.0, lambda q: exact(matrix, q), matrix, queries)
+    chosen: dict = {}
+    for engine, run in (
+        ("hnswlib", hnswlib_runs),
+        ("usearch", usearch_runs),
+        ("faiss", faiss_runs),
+    ):
+        if engine not in args.engines:
+            continue
+        try:
+            result = run(matrix, queries)
+        except ImportError:
+            print(f"{engine}: not installed")
+            continue
+        chosen = result or chosen
+    print(
+        f"RESULT rows={args.rows} exact_p95_ms={base['p95_ms']:.2f} "
+        f"graph_build_s={chosen.get('build_s', 0):.1f} graph_p95_ms={chosen.get('p95_ms', 0):.2f} "
+        f"graph_recall10={chosen.get('recall10', 0):.4f} graph_top1={chosen.get('top1', 0):.3f} "
+        f"graph_mb={chosen.get('mb', 0):.0f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
