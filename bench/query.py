@@ -1,6 +1,6 @@
 """Grounded-chat query latency on the local index: retrieval and endpoint overhead.
 
-    .venv/bin/python bench/query.py [--sizes 10000 100000] [--queries 40]
+    .venv/bin/python bench/query.py [--sizes 10000 100000] [--queries 40] [--graph-from-rows N]
 
 For each size, an index of that many documents is seeded through the ImageIndex port: 20 real
 pictures (tests/sample_images.py, vectorized by the local EfficientNet-Lite0) among random
@@ -17,7 +17,19 @@ Reported per size (milliseconds, p50 / p95 over the queries, after one warm-up q
   decoding and image checks, retrieval, citations, the extractive answer, the response body),
   i.e. everything but HTTP transport and a model;
 - overhead: endpoint minus the retrieval inside that same request;
-- top1: queries whose [doc1] is the picture the query was cropped from.
+- top1: queries whose [doc1] is the picture the query was cropped from;
+- vector: ImageIndex.vector_search alone (top 10) for each query's vector, once the index's
+  neighbour graph (if any) holds every row; recall10: the share of the exact top 10 (numpy
+  over the seeded vectors) it returned; first: the first such search on a fresh handle, as
+  after a restart (loads the rows and the saved graph);
+- graph s: with ``--graph-from-rows``, from the first search of the seeded index until its
+  neighbour graph holds every row and is saved, built in the background;
+- model: the model's own forward pass at batch 1 on the query's preprocessed pixels, so that
+  vectorize_ratio = vectorize p95 / model p95 is measured in the same run.
+
+Last line: ``RESULT p95_vector_ms_<size>=... p95_search_fuse_ms_<size>=... recall10_<size>=...
+first_search_ms_<size>=... graph_s_<size>=... model_p95_ms=... p95_vectorize_ratio=...
+recall10=...`` (recall10: the lowest over the sizes; each is the mean over the queries).
 """
 
 from __future__ import annotations
@@ -45,6 +57,8 @@ from fastapi_request import fastapi_request  # noqa: E402
 from sample_images import altered_copy, picture_bytes  # noqa: E402
 
 from imagerag import config, retrieval  # noqa: E402
+from imagerag.adapters.local_index import LocalImageIndex  # noqa: E402
+from imagerag.adapters.local_vectorizer import embed_batch, load_model, preprocess  # noqa: E402
 from imagerag.ports import ImageEmbedding, IndexDocument, ModelInfo, Vectorizer  # noqa: E402
 
 REAL_PICTURES = 20
@@ -82,7 +96,10 @@ class TimedVectorizer:
         return self.inner.vectorize_text(text, interactive=interactive)
 
 
-def seed_index(settings: config.Settings, name: str, size: int, real: list[list[float]]) -> None:
+def seed_index(
+    settings: config.Settings, name: str, size: int, real: list[list[float]]
+) -> np.ndarray:
+    """Seeds the index; returns its vectors, unit-normalised, in document order."""
     vectorizer = config.vectorizer(settings)
     index = config.image_index(settings, name)
     index.ensure(vectorizer.model)
@@ -90,6 +107,7 @@ def seed_index(settings: config.Settings, name: str, size: int, real: list[list[
     words = random.Random(size)
     dims = vectorizer.model.dimensions
     real_slots = dict(zip(rng.choice(size, len(real), replace=False).tolist(), real, strict=True))
+    seeded = np.zeros((size, dims), dtype=np.float32)
     for start in range(0, size, BATCH):
         count = min(BATCH, size - start)
         vectors = np.abs(rng.standard_normal((count, dims), dtype=np.float32))
@@ -98,6 +116,7 @@ def seed_index(settings: config.Settings, name: str, size: int, real: list[list[
         for offset in range(count):
             n = start + offset
             vector = real_slots.get(n)
+            seeded[n] = vector if vector is not None else vectors[offset]
             path = f"pictures/{n}.jpg"
             documents.append(
                 IndexDocument(
@@ -115,6 +134,7 @@ def seed_index(settings: config.Settings, name: str, size: int, real: list[list[
             )
         index.upsert(documents)
     index.optimize()
+    return seeded / np.linalg.norm(seeded, axis=1, keepdims=True)
 
 
 def percentiles(values: list[float]) -> str:
@@ -141,7 +161,9 @@ def chat_body(query: bytes, index: str) -> bytes:
     ).encode()
 
 
-def measure(settings: config.Settings, name: str, queries: list[bytes]) -> dict[str, Any]:
+def measure(
+    settings: config.Settings, name: str, queries: list[bytes], measured: dict[str, float]
+) -> dict[str, Any]:
     import imagerag.chat.completion
     from api.chat import chat_completions
 
@@ -170,7 +192,10 @@ def measure(settings: config.Settings, name: str, queries: list[bytes]) -> dict[
         handled = time.perf_counter() - start
         assert response.status_code == 200, response.body[:300]
         if i == 0:
-            continue  # warm-up: model load, vector matrix load, FTS reader
+            # Warm-up: model load, vector matrix load, FTS reader, and the graph of the
+            # description vectors, which the first text query starts.
+            local_index(settings, name).wait_for_graphs()
+            continue
         vectorized, retrieved = timings[-1]
         vectorize.append(vectorized)
         search.append(retrieved - vectorized)
@@ -180,6 +205,8 @@ def measure(settings: config.Settings, name: str, queries: list[bytes]) -> dict[
         first = citations["citations"][0]["filepath"] if citations["citations"] else ""
         hits_first += first in planted_paths[f"pictures/{(i - 1) % REAL_PICTURES}"]
     imagerag.chat.completion.retrieve = inner
+    measured["vectorize_p95"] = p95_ms(vectorize)
+    measured["search_fuse_p95"] = p95_ms(search)
     overhead = [e - t for e, t in zip(endpoint, total, strict=True)]
     return {
         "vectorize": percentiles(vectorize),
@@ -191,6 +218,56 @@ def measure(settings: config.Settings, name: str, queries: list[bytes]) -> dict[
     }
 
 
+def local_index(settings: config.Settings, name: str) -> LocalImageIndex:
+    index = config.image_index(settings, name)  # the process's handle, as the app uses it
+    assert isinstance(index, LocalImageIndex), "bench/query.py runs on the embedded index"
+    return index
+
+
+def p95_ms(values: list[float]) -> float:
+    ms = sorted(v * 1000 for v in values)
+    return ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))]
+
+
+def measure_vector_search(
+    settings: config.Settings, name: str, seeded: np.ndarray, query_vectors: list[list[float]]
+) -> dict[str, float]:
+    """vector_search alone, its recall@10 against exact search, and the first search of a
+    fresh handle."""
+    fresh = LocalImageIndex(
+        directory=settings.local_data_dir / "index",
+        name=name,
+        approximate_from=settings.local_graph_from_rows,
+    )
+    start = time.perf_counter()
+    fresh.vector_search(query_vectors[0], top=10)
+    first = time.perf_counter() - start
+    fresh.wait_for_graphs()
+    timings, recalls = [], []
+    for vector in query_vectors:
+        start = time.perf_counter()
+        hits = fresh.vector_search(vector, top=10)
+        timings.append(time.perf_counter() - start)
+        query = np.asarray(vector, dtype=np.float32)
+        exact = np.argsort(-(seeded @ (query / np.linalg.norm(query))))[:10]
+        found = {int(hit.id.removeprefix("doc-")) for hit in hits}
+        recalls.append(len(found & set(exact.tolist())) / 10)
+    return {"vector": p95_ms(timings), "recall10": statistics.mean(recalls), "first": first * 1000}
+
+
+def model_latency(queries: list[bytes]) -> list[float]:
+    """The model's own batch-1 forward pass on each query's preprocessed pixels."""
+    model = load_model()
+    pixels = [preprocess(query)[None] for query in queries]
+    embed_batch(model, pixels[0])  # warm-up
+    timings = []
+    for batch in pixels:
+        start = time.perf_counter()
+        embed_batch(model, batch)
+        timings.append(time.perf_counter() - start)
+    return timings
+
+
 planted_paths: dict[str, set[str]] = {}
 
 
@@ -198,6 +275,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=40)
+    parser.add_argument(
+        "--graph-from-rows",
+        type=int,
+        default=None,
+        help="LOCAL_INDEX_GRAPH_FROM_ROWS; unset: exact",
+    )
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="query-bench-"))
@@ -208,6 +291,9 @@ def main() -> None:
             "IMAGES_CONTAINER": "images",
         }
     )
+    os.environ.pop("LOCAL_INDEX_GRAPH_FROM_ROWS", None)
+    if args.graph_from_rows is not None:
+        os.environ["LOCAL_INDEX_GRAPH_FROM_ROWS"] = str(args.graph_from_rows)
     for name in ("AZURE_OPENAI_ENDPOINT", "OPENAI_BASE_URL", "AZURE_VISION_ENDPOINT"):
         os.environ.pop(name, None)
     os.environ.pop("AZURE_SEARCH_ENDPOINT", None)
@@ -216,24 +302,44 @@ def main() -> None:
     originals = [picture_bytes(seed) for seed in range(REAL_PICTURES)]
     real = [vectorizer.vectorize_image(data) for data in originals]
     queries = [altered_copy(originals[i % REAL_PICTURES]) for i in range(args.queries)]
+    query_vectors = [vectorizer.vectorize_image(query) for query in queries]
     rows = []
+    results: dict[str, float] = {}
     try:
         for size in args.sizes:
             name = f"bench{size}-v"
             start = time.perf_counter()
-            seed_index(settings, name, size, real)
+            seeded = seed_index(settings, name, size, real)
             seeded_s = time.perf_counter() - start
-            index = config.image_index(settings, name)
+            index = local_index(settings, name)
+            # The first search reads the rows and, with --graph-from-rows, starts the graph,
+            # built in the background: timed until it holds every row and is saved.
+            start = time.perf_counter()
+            index.vector_search(real[0], top=1)
+            index.wait_for_graphs()
+            graph_s = time.perf_counter() - start
             # Which seeded path holds each real picture: found by its own vector.
             planted_paths.clear()
             for seed, vector in enumerate(real):
                 top = index.vector_search(vector, top=1)[0]
                 planted_paths.setdefault(f"pictures/{seed}", set()).add(str(top.filepath))
+            alone = measure_vector_search(settings, name, seeded, query_vectors)
+            measured: dict[str, float] = {}
             row = {
                 "docs": f"{size:,}",
                 "seed s": f"{seeded_s:.0f}",
-                **measure(settings, name, queries),
+                "graph s": f"{graph_s:.0f}",
+                **measure(settings, name, queries, measured),
+                "vector p95": f"{alone['vector']:.1f}",
+                "recall10": f"{alone['recall10']:.2f}",
+                "first": f"{alone['first']:.0f}",
             }
+            results[f"p95_vector_ms_{size}"] = alone["vector"]
+            results[f"p95_search_fuse_ms_{size}"] = measured["search_fuse_p95"]
+            results[f"recall10_{size}"] = alone["recall10"]
+            results[f"first_search_ms_{size}"] = alone["first"]
+            results[f"graph_s_{size}"] = graph_s
+            results["vectorize_p95"] = measured["vectorize_p95"]
             rows.append(row)
             print(json.dumps(row), flush=True)
     finally:
@@ -245,6 +351,14 @@ def main() -> None:
     print("  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True)))
     for row in rows:
         print("  ".join(str(row[h]).rjust(w) for h, w in zip(headers, widths, strict=True)))
+    model_p95 = p95_ms(model_latency(queries))
+    ratio = results.pop("vectorize_p95") / model_p95
+    recall = min(v for k, v in results.items() if k.startswith("recall10_"))
+    fields = " ".join(f"{k}={v:.2f}" for k, v in results.items())
+    print(
+        f"RESULT {fields} model_p95_ms={model_p95:.1f} p95_vectorize_ratio={ratio:.2f} "
+        f"recall10={recall:.2f}"
+    )
 
 
 if __name__ == "__main__":
