@@ -51,10 +51,11 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
 
 from fastapi_request import fastapi_request  # noqa: E402
 from sample_images import altered_copy, picture_bytes  # noqa: E402
+from stack import Stack  # noqa: E402
 
 from imagerag import config, retrieval  # noqa: E402
 from imagerag.adapters.local_index import LocalImageIndex  # noqa: E402
@@ -284,9 +285,11 @@ def main() -> None:
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="query-bench-"))
+    # Chat lists the data sources in Blob storage: an Azurite of its own.
+    azurite = Stack(scratch, devhost=False).__enter__()
     os.environ.update(
         {
-            "AzureWebJobsStorage": "UseDevelopmentStorage=true",  # never contacted here
+            "AzureWebJobsStorage": azurite.connection,
             "LOCAL_DATA_DIR": str(scratch),
             "IMAGES_CONTAINER": "images",
         }
@@ -343,6 +346,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     finally:
+        azurite.__exit__(None, None, None)
         shutil.rmtree(scratch, ignore_errors=True)
 
     print(f"\nquery latency, ms p50 / p95 over {args.queries} queries ({os.cpu_count()} CPUs)")

@@ -53,12 +53,18 @@ def connection_string(port: int) -> str:
 
 
 class Stack:
-    """Azurite + devhost for one benchmark run; both are stopped on exit."""
+    """Azurite + devhost (unless ``devhost=False``) for one benchmark run; stopped on exit."""
 
     def __init__(
-        self, scratch: Path, env: dict[str, str] | None = None, blob_poll_interval: float = 0.2
+        self,
+        scratch: Path,
+        env: dict[str, str] | None = None,
+        blob_poll_interval: float = 0.2,
+        *,
+        devhost: bool = True,
     ) -> None:
         self.scratch = scratch
+        self.devhost = devhost
         self.env = env or {}
         # 0.2 s (devhost's default is 1 s): runs start sooner after an upload.
         self.blob_poll_interval = blob_poll_interval
@@ -76,7 +82,7 @@ class Stack:
         self.connection = connection_string(azurite_port)
         self.blob_service = BlobServiceClient.from_connection_string(self.connection)
         wait_until(lambda: list(self.blob_service.list_containers()) is not None, 30)
-        return self.restart_devhost()
+        return self.restart_devhost() if self.devhost else self
 
     def restart_devhost(self) -> Stack:
         """Start devhost (stopping the running one first; state and Azurite are kept)."""
