@@ -47,6 +47,7 @@ NOT_SET_IN_AZURE = {
     "OPENAI_MODEL": "OpenAI-compatible server: local alternative to Azure OpenAI",
     "OPENAI_API_KEY": "OpenAI-compatible server: local alternative to Azure OpenAI",
     "LOCAL_DATA_DIR": "embedded local index; Azure AI Search is used in Azure",
+    "LOCAL_INDEX_GRAPH_FROM_ROWS": "embedded local index; Azure AI Search is used in Azure",
     "INGEST_PARTITION_SIZE": "the code default (100) is the deployed value",
     "IMAGE_LINK_KEY": "secret; only used when storage is a connection string (with the managed "
     "identity, citations are user-delegation SAS URLs)",
