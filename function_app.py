@@ -1,4 +1,5 @@
-"""The function app: builds the DFApp and registers each area's blueprint. Nothing else.
+"""The function app: builds the DFApp, registers each area's blueprint, and (offline) starts
+loading the embedded indexes and models in the background (imagerag/warm_up.py).
 
 HTTP streams are on: importing the FastAPI extension makes every HTTP function of the app
 take FastAPI's ``Request`` and return its ``Response`` (chat streams its answer). The host
@@ -14,6 +15,7 @@ from api.chat import bp as chat_api
 from api.datasources import bp as datasources_api
 from api.ingestion import bp as ingestion_api
 from api.playground import bp as playground_api
+from imagerag import warm_up
 from orchestrations.ingest import bp as ingest_orchestrations
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -24,3 +26,5 @@ app.register_functions(datasources_api)
 app.register_functions(playground_api)
 app.register_functions(ingest_orchestrations)
 app.register_functions(ingest_activities)
+
+warm_up.start()

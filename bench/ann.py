@@ -1,6 +1,7 @@
 """Approximate search engines for the local index, compared on bench/query.py's corpus.
 
-    .venv/bin/python bench/ann.py [--rows 100000] [--queries 200] [--engines usearch hnswlib faiss]
+    .venv/bin/python bench/ann.py [--rows 100000] [--queries 200]
+        [--engines int8 hnswlib usearch faiss]
 
 Rows: random non-negative unit vectors (1280-d, like pooled CNN features) with the 20 real
 pictures (vectorized by the local model) planted among them. Queries: the altered copies of
@@ -8,12 +9,15 @@ the real pictures, plus rows perturbed by noise. On random rows the 2nd to 10th 
 near-ties, the hardest case for a graph; top1 (the exact first found first) is also reported.
 Each engine proposes candidates, which are
 scored exactly from the float32 rows, as VectorCache does; per engine: build seconds (2
-threads), query p50/p95 (1 thread), recall@10 against exact search, and the memory the engine
-adds (its own estimate where it has one). hnswlib (chroma-hnswlib) is the one the index uses;
-usearch and faiss-cpu are measured only where they are installed (they are not dependencies).
+threads), query p50/p95 (graphs: 1 thread; scans: numpy's and torch's, 2 here), recall@10
+against exact search, and the memory the engine adds (its own estimate where it has one).
+int8 is the first pass VectorCache runs from QUANTISED_FROM_ROWS rows on (local_quantised.py);
+hnswlib (chroma-hnswlib) the opt-in graph; usearch and faiss-cpu are measured only where they
+are installed (they are not dependencies).
 
-Last line: ``RESULT rows=... exact_p95_ms=... graph_build_s=... graph_p95_ms=...
-graph_recall10=... graph_top1=... graph_mb=...`` for the settings local_neighbours.py uses.
+Last line: ``RESULT rows=... exact_p95_ms=... int8_p95_ms=... int8_recall10=... int8_top1=...
+int8_mb=... graph_build_s=... graph_p95_ms=... graph_recall10=... graph_top1=... graph_mb=...``
+for the settings local_quantised.py and local_neighbours.py use.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from sample_images import altered_copy, picture_bytes  # noqa: E402
 
-from imagerag.adapters import local_neighbours, local_vectors  # noqa: E402
+from imagerag.adapters import local_neighbours, local_quantised, local_vectors  # noqa: E402
 from imagerag.adapters.local_vectorizer import LocalVectorizer  # noqa: E402
 
 DIMS = 1280
@@ -94,6 +98,35 @@ def report(name: str, build_s: float, mb: float, search: Search, matrix, queries
         flush=True,
     )
     return figures
+
+
+def int8_runs(matrix: np.ndarray, queries: np.ndarray) -> dict:
+    """The int8 first pass VectorCache uses, its candidates scored exactly."""
+    rows = local_quantised.QuantisedRows(DIMS)
+    start = time.perf_counter()
+    rows.grow(len(matrix), keep=0)
+    rows.set(np.arange(len(matrix)), matrix)
+    build = time.perf_counter() - start
+    mb = (rows.rows.nbytes + rows.scales.nbytes) / 2**20
+
+    def search(query: np.ndarray, count: int) -> np.ndarray:
+        approximate = rows.scores(query, len(matrix))
+        assert approximate is not None, "torch's int8 kernel is unavailable here"
+        return rescored(matrix, query, local_vectors.top_k(approximate, count))
+
+    chosen: dict = {}
+    for count in (50, 100, local_vectors.QUANTISED_CANDIDATES):
+        figures = report(
+            f"int8 scan, {count} candidates",
+            build,
+            mb,
+            lambda q, c=count: search(q, c),
+            matrix,
+            queries,
+        )
+        if count == local_vectors.QUANTISED_CANDIDATES:
+            chosen = figures
+    return chosen
 
 
 def hnswlib_runs(matrix: np.ndarray, queries: np.ndarray) -> dict:
@@ -185,12 +218,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--engines", nargs="+", default=["hnswlib", "usearch", "faiss"])
+    parser.add_argument("--engines", nargs="+", default=["int8", "hnswlib", "usearch", "faiss"])
     args = parser.parse_args()
     matrix, queries = corpus(args.rows, args.queries)
     base = report("exact float32 (numpy)", 0.0, 0.0, lambda q: exact(matrix, q), matrix, queries)
-    chosen: dict = {}
+    chosen: dict[str, dict] = {}
     for engine, run in (
+        ("int8", int8_runs),
         ("hnswlib", hnswlib_runs),
         ("usearch", usearch_runs),
         ("faiss", faiss_runs),
@@ -202,12 +236,16 @@ def main() -> None:
         except ImportError:
             print(f"{engine}: not installed")
             continue
-        chosen = result or chosen
+        if result:
+            chosen[engine] = result
+    int8, graph = chosen.get("int8", {}), chosen.get("hnswlib", {})
     print(
         f"RESULT rows={args.rows} exact_p95_ms={base['p95_ms']:.2f} "
-        f"graph_build_s={chosen.get('build_s', 0):.1f} graph_p95_ms={chosen.get('p95_ms', 0):.2f} "
-        f"graph_recall10={chosen.get('recall10', 0):.4f} graph_top1={chosen.get('top1', 0):.3f} "
-        f"graph_mb={chosen.get('mb', 0):.0f}"
+        f"int8_p95_ms={int8.get('p95_ms', 0):.2f} int8_recall10={int8.get('recall10', 0):.4f} "
+        f"int8_top1={int8.get('top1', 0):.3f} int8_mb={int8.get('mb', 0):.0f} "
+        f"graph_build_s={graph.get('build_s', 0):.1f} graph_p95_ms={graph.get('p95_ms', 0):.2f} "
+        f"graph_recall10={graph.get('recall10', 0):.4f} graph_top1={graph.get('top1', 0):.3f} "
+        f"graph_mb={graph.get('mb', 0):.0f}"
     )
 
 

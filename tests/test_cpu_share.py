@@ -9,6 +9,7 @@ from contextlib import AbstractContextManager
 
 import pytest
 
+from imagerag.adapters import local_text_embedder
 from imagerag.adapters.local_text_embedder import LocalTextEmbedder
 from imagerag.cpu_share import CpuShare
 
@@ -178,6 +179,23 @@ def test_text_embedder_gathers_waiting_descriptions_into_one_pass(
     assert results == [[[float(len(text))]] for text in texts]  # each caller its own vector
     assert passes == [texts[:1], texts[1:]]
     assert embedder.bulk.passes == 2
+
+
+def test_text_embedder_remembers_recent_questions_not_descriptions(
+    recorded: tuple[LocalTextEmbedder, CpuShare, list[list[str]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    embedder, _, passes = recorded
+    monkeypatch.setattr(local_text_embedder, "QUESTIONS_REMEMBERED", 2)
+    question, other, third = "what is this?", "and this?", "third"
+    assert embedder.embed([question], interactive=True) == [[13.0]]
+    assert embedder.embed([other, question, other], interactive=True) == [[9.0], [13.0], [9.0]]
+    assert passes == [[question], [other]]  # each new question embedded once
+    assert embedder.embed([third], interactive=True) == [[5.0]]  # forgets the oldest: question
+    assert embedder.embed([other, question], interactive=True) == [[9.0], [13.0]]
+    assert passes[2:] == [[third], [question]]
+    assert embedder.embed([question]) == [[13.0]]  # descriptions are always embedded
+    assert passes[4:] == [[question]]
 
 
 def until(condition: Callable[[], bool]) -> None:

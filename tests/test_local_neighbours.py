@@ -9,18 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from sample_images import altered_copy, picture_bytes
+from vector_corpus import corpus, cosine, document, exact_top, load, picture_vectors
 
 from imagerag import config
 from imagerag.adapters import local_neighbours
 from imagerag.adapters.local_index import LocalImageIndex
-from imagerag.adapters.local_vectorizer import LocalVectorizer
-from imagerag.ports import IndexDocument, ModelInfo
+from imagerag.ports import ModelInfo
 
-PICTURES = 20
-RANDOM_ROWS = 600
 APPROXIMATE_FROM = 100
 GRAPH_FILE = Path("images-v.ann") / "image_vector.1280.hnsw"
 WAIT_S = 120
@@ -28,45 +24,7 @@ WAIT_S = 120
 
 @pytest.fixture(scope="module")
 def pictures() -> tuple[ModelInfo, list[list[float]], list[list[float]]]:
-    """The model, the pictures' vectors, and the vectors of altered copies (the queries)."""
-    vectorizer = LocalVectorizer()
-    originals = [picture_bytes(seed) for seed in range(PICTURES)]
-    indexed = [vectorizer.vectorize_image(data) for data in originals]
-    queries = [vectorizer.vectorize_image(altered_copy(data)) for data in originals]
-    return vectorizer.model, indexed, queries
-
-
-def document(i: int, vector: list[float], model: ModelInfo) -> IndexDocument:
-    return IndexDocument(
-        id=f"doc-{i:04d}",
-        description=f"picture number {i}",
-        image_vector=vector,
-        filepath=f"set/{i:04d}.jpg",
-        url=f"https://account.blob.core.windows.net/images/set/{i:04d}.jpg",
-        title=f"{i:04d}.jpg",
-        source="images/metadata.json",
-        model_name=model.name,
-        model_version=model.version,
-        content_hash=f"{i:064x}",
-    )
-
-
-def corpus(model: ModelInfo, pictures: list[list[float]]) -> dict[str, list[float]]:
-    rng = np.random.default_rng(7)
-    vectors = np.abs(rng.standard_normal((RANDOM_ROWS, model.dimensions)))
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    rows = [row.tolist() for row in vectors]
-    for n, picture in enumerate(pictures):
-        rows.insert(n * 31, picture)
-    return {f"doc-{i:04d}": vector for i, vector in enumerate(rows)}
-
-
-def exact_top(vectors: dict[str, list[float]], query: list[float], k: int) -> list[str]:
-    ids = list(vectors)
-    matrix = np.array([vectors[i] for i in ids], dtype=np.float64)
-    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
-    scores = matrix @ np.asarray(query, dtype=np.float64)
-    return [ids[i] for i in np.argsort(-scores, kind="stable")[:k]]
+    return picture_vectors()
 
 
 def handle(directory: Path) -> LocalImageIndex:
@@ -101,8 +59,7 @@ def built(
     model, indexed, queries = pictures
     vectors = corpus(model, indexed)
     index = handle(tmp_path)
-    index.ensure(model)
-    index.upsert([document(int(i[4:]), v, model) for i, v in vectors.items()])
+    load(index, vectors, model)
     index.vector_search(queries[0], top=1)  # the first read builds the graph
     assert index.wait_for_graphs(WAIT_S)
     assert (tmp_path / GRAPH_FILE).is_file()
@@ -117,10 +74,7 @@ def test_graph_search_finds_the_same_pictures_as_exact_search(
     for query in queries:
         hits = index.vector_search(query, top=10)
         assert [hit.id for hit in hits] == exact_top(vectors, query, 10)
-        assert hits[0].score == pytest.approx(
-            float(np.dot(vectors[hits[0].id], query) / np.linalg.norm(vectors[hits[0].id])),
-            abs=1e-4,
-        )
+        assert hits[0].score == pytest.approx(cosine(vectors, hits[0].id, query), abs=1e-4)
     assert graph_calls["search"] == len(queries)
 
 
@@ -204,8 +158,7 @@ def test_the_app_keeps_a_graph_only_when_the_setting_asks(
     model, indexed, queries = pictures
     vectors = corpus(model, indexed)
     index = config.image_index(config.Settings.from_env(environ), "images-v")
-    index.ensure(model)
-    index.upsert([document(int(i[4:]), v, model) for i, v in vectors.items()])
+    load(index, vectors, model)
     assert index.vector_search(queries[5], top=1)[0].id == exact_top(vectors, queries[5], 1)[0]
     assert isinstance(index, LocalImageIndex) and index.wait_for_graphs(WAIT_S)
     assert (tmp_path / "index" / GRAPH_FILE).is_file() == graph

@@ -117,6 +117,16 @@ def test_local_concurrent_calls_are_batched_and_match_sequential() -> None:
     assert np.allclose(concurrent, sequential, atol=1e-4)
 
 
+def test_local_interactive_request_does_not_wait_for_a_batch_to_fill() -> None:
+    vectorizer = LocalVectorizer(max_batch=16, max_wait_s=600.0)
+    pool = ThreadPoolExecutor(1)
+    try:
+        query = pool.submit(vectorizer.vectorize_image, picture_bytes(5), interactive=True)
+        assert len(query.result(timeout=120)) == 1280  # not after max_wait_s
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 def test_local_batch_failure_fails_its_callers_and_worker_survives(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -11,10 +11,11 @@ Design (numbers in bench/index.py):
   several times faster than LanceDB's flat search. The matrix is refreshed whenever the
   table version changes: a cheap scan of ``_rowid`` finds the rows added and removed since
   the last refresh, and only those are read. Compaction renumbers the rows it moves (those of
-  small fragments only), which are read again. With ``approximate_from`` (opt-in: the
-  LOCAL_INDEX_GRAPH_FROM_ROWS setting), an HNSW graph saved beside the table
-  (``<name>.ann/``) picks the candidates of unfiltered searches instead of scoring every row
-  (local_vectors.py, local_neighbours.py).
+  small fragments only), which are read again. From ``quantised_from`` rows on, a scan of
+  int8 copies of the rows picks the candidates that are scored exactly (local_quantised.py).
+  With ``approximate_from`` (opt-in: the LOCAL_INDEX_GRAPH_FROM_ROWS setting), an HNSW graph
+  saved beside the table (``<name>.ann/``) picks the candidates of unfiltered searches
+  instead (local_vectors.py, local_neighbours.py).
 - Lookups by id (and the upserts' join on it) use a B-tree on ``id``, so that their cost does
   not grow with the table.
 - Text search is LanceDB's inverted (BM25) index. LanceDB also searches rows written after the
@@ -73,7 +74,7 @@ from imagerag.adapters.local_table import (
     vector_column,
     vector_dims,
 )
-from imagerag.adapters.local_vectors import VectorCache
+from imagerag.adapters.local_vectors import QUANTISED_FROM_ROWS, VectorCache
 from imagerag.ports import (
     DocumentState,
     FieldMapping,
@@ -132,6 +133,7 @@ class LocalImageIndex:
         keep_versions_for: timedelta = timedelta(minutes=1),
         text_embedder: TextEmbedder | None = None,
         approximate_from: int | None = None,
+        quantised_from: int = QUANTISED_FROM_ROWS,
     ) -> None:
         if not _TABLE_NAME.match(name):
             raise ValueError(
@@ -153,6 +155,7 @@ class LocalImageIndex:
         self._search_lock = threading.Lock()
         self._caches: dict[str, VectorCache] = {}
         self._approximate_from = approximate_from
+        self._quantised_from = quantised_from
         self._writer = GroupCommit(self._apply)
         # Touched by the group-commit leader only.
         self._writes_since_compaction = 0
@@ -209,6 +212,23 @@ class LocalImageIndex:
                     cache.close()
                 self._caches.clear()
             shutil.rmtree(self._graph_directory, ignore_errors=True)
+
+    def warm(self) -> None:
+        """Loads what a first search would (each vector field's rows, the int8 first pass, the
+        full-text index, the text model), so that the first query after a start does not
+        wait for it."""
+        table = self._open()
+        if table is None:
+            return
+        for field_name in (VECTOR_FIELD, DESCRIPTION_VECTOR_FIELD):
+            dims = vector_dims(table.schema, field_name)
+            if dims is not None:
+                mapping = replace(DEFAULT_FIELDS, image_vector_fields=(field_name,))
+                self.vector_search([1.0] * dims, top=1, fields=mapping)
+        if TEXT_FIELD in table.schema.names:
+            self.text_search("warm", top=1)
+        if self._embedder is not None:
+            self._embedder.embed(["warm"], interactive=True)  # loads the text model
 
     @property
     def _graph_directory(self) -> Path:
@@ -543,6 +563,7 @@ class LocalImageIndex:
                 thumbnails,
                 graph_path=self._graph_directory / f"{field_name}.{dims}.hnsw",
                 approximate_from=self._approximate_from,
+                quantised_from=self._quantised_from,
             )
         cache.refresh(table)
         cache.version = version
@@ -551,6 +572,21 @@ class LocalImageIndex:
 
 
 _STATE_COLUMNS = [KEY_FIELD, "content_hash", "description", "source", "model_name", "model_version"]
+
+
+def index_names(directory: Path) -> list[str]:
+    """The embedded indexes kept under ``directory``."""
+    if not Path(directory).is_dir():
+        return []
+    db = lancedb.connect(directory, session=lance_session())
+    names: list[str] = []
+    page: str | None = None
+    while True:
+        listed = db.list_tables(page_token=page)
+        names += listed.tables
+        page = listed.page_token
+        if not page:
+            return sorted(names)
 
 
 def _has_index(table: Any, column: str, index_type: str | None = None) -> bool:

@@ -437,13 +437,14 @@ class LocalVectorizer:
 
     Concurrent callers are micro-batched: each caller decodes in its own thread, then one
     daemon worker gathers up to ``max_batch`` waiting requests (waiting at most ``max_wait_s``
-    after the first one) and runs a single forward pass for all of them.
+    after the first bulk one) and runs a single forward pass for all of them.
 
     ``max_batch`` defaults to 16: on 2 cores a batch of 4-16 ran ~2x faster per image than a
     batch of 32 (cache footprint), and 16 is the Functions host's activity concurrency.
 
     Two lanes share the worker. ``interactive=True`` requests (a chat query) are served
-    before any waiting bulk (ingestion) request, in batches of their own; while interactive
+    before any waiting bulk (ingestion) request, in batches of their own, without waiting for
+    the batch to fill (queries that arrive during a pass share the next one); while interactive
     requests are recent (``share``, the process's CpuShare), bulk batches are capped at
     ``bulk_batch_near_interactive`` images, so a query arriving mid-pass waits for a short
     pass, not a full one, and bulk images are decoded and embedded only as the share admits
@@ -505,6 +506,13 @@ class LocalVectorizer:
         with self._lanes:
             return len(self._interactive), len(self._bulk)
 
+    def warm(self) -> None:
+        """Loads the model and runs one pass (which traces it), so that the first query after
+        a start does not wait for that."""
+        import numpy as np
+
+        embed_batch(load_model(), np.zeros((1, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32))
+
     def vectorize_image(self, data: bytes, *, interactive: bool = False) -> list[float]:
         return self.embed_image(data, interactive=interactive).vector
 
@@ -563,15 +571,16 @@ class LocalVectorizer:
                 request.future.set_exception(error)
 
     def _next_batch(self) -> list[_Request]:
-        """The next batch, all of one lane: wait for a first request, then up to max_wait_s
-        for the batch to fill; past that, take whatever queued during the last pass."""
+        """The next batch, all of one lane: wait for a first request, then (bulk only) up to
+        max_wait_s for the batch to fill; past that, take whatever queued during the last
+        pass."""
         with self._lanes:
             self._lanes.wait_for(lambda: self._interactive or self._bulk)
             deadline = time.monotonic() + self._max_wait_s
             while True:
                 lane, limit = self._pick_lane()
                 remaining = deadline - time.monotonic()
-                if len(lane) >= limit or remaining <= 0:
+                if lane is self._interactive or len(lane) >= limit or remaining <= 0:
                     break
                 self._lanes.wait(remaining)  # a new request (maybe interactive) wakes it
             if lane is self._interactive and self._bulk:

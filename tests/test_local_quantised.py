@@ -1,0 +1,137 @@
+"""The local index's int8 first pass: from quantised_from rows on it chooses the candidates
+that vector search scores exactly. Driven through the ImageIndex port with real pictures
+among random rows (vector_corpus.py), and checked against exact search over the same
+vectors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from vector_corpus import corpus, cosine, document, exact_top, load, picture_vectors
+
+from imagerag.adapters import local_quantised
+from imagerag.adapters.local_index import LocalImageIndex
+from imagerag.ports import ModelInfo
+
+QUANTISED_FROM = 100
+Pictures = tuple[ModelInfo, list[list[float]], list[list[float]]]
+
+
+@pytest.fixture(scope="module")
+def pictures() -> Pictures:
+    return picture_vectors()
+
+
+def handle(directory: Path, quantised_from: int = QUANTISED_FROM) -> LocalImageIndex:
+    return LocalImageIndex(directory=directory, name="images-v", quantised_from=quantised_from)
+
+
+@pytest.fixture
+def first_passes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """The row count of each int8 first pass that chose candidates."""
+    passes: list[int] = []
+    scores = local_quantised.QuantisedRows.scores
+
+    def counted(self: Any, query: Any, size: int) -> Any:
+        found = scores(self, query, size)
+        if found is not None:
+            passes.append(size)
+        return found
+
+    monkeypatch.setattr(local_quantised.QuantisedRows, "scores", counted)
+    yield passes
+
+
+@pytest.fixture
+def loaded(tmp_path: Path, pictures: Pictures) -> tuple[LocalImageIndex, dict[str, list[float]]]:
+    model, indexed, _ = pictures
+    vectors = corpus(model, indexed)
+    index = handle(tmp_path)
+    load(index, vectors, model)
+    return index, vectors
+
+
+def test_first_pass_finds_the_same_top_ten_as_exact_search(
+    loaded: tuple[LocalImageIndex, dict[str, list[float]]],
+    pictures: Pictures,
+    first_passes: list[int],
+) -> None:
+    index, vectors = loaded
+    queries = pictures[2]
+    for n, query in enumerate(queries):
+        hits = index.vector_search(query, top=10)
+        assert [hit.id for hit in hits] == exact_top(vectors, query, 10)
+        assert hits[0].id == f"doc-{n * 31:04d}"  # the picture the query was altered from
+        for hit in hits:  # the candidates' scores are exact cosines
+            assert hit.score == pytest.approx(cosine(vectors, hit.id, query), abs=1e-5)
+    assert first_passes == [len(vectors)] * len(queries)
+
+
+def test_filtered_search_is_exact_among_the_matches(
+    loaded: tuple[LocalImageIndex, dict[str, list[float]]],
+    pictures: Pictures,
+    first_passes: list[int],
+) -> None:
+    index, vectors = loaded
+    odd = {i: v for i, v in vectors.items() if int(i[4:]) % 2}
+    for query in pictures[2][:5]:
+        hits = index.vector_search(query, top=10, filter="source eq 'images/metadata-odd.json'")
+        assert [hit.id for hit in hits] == exact_top(odd, query, 10)
+    assert len(first_passes) == 5
+
+
+def test_deletes_and_updates_are_searched_at_once_and_after_a_restart(
+    loaded: tuple[LocalImageIndex, dict[str, list[float]]],
+    pictures: Pictures,
+    tmp_path: Path,
+    first_passes: list[int],
+) -> None:
+    index, vectors = loaded
+    model, _, queries = pictures
+    index.vector_search(queries[0], top=1)  # the rows are in memory before the writes
+    deleted = exact_top(vectors, queries[0], 1)[0]
+    index.delete([deleted])
+    del vectors[deleted]
+    # doc-0001 now holds the second query's own vector: it must come first.
+    index.upsert([document(1, queries[1], model)])
+    vectors["doc-0001"] = queries[1]
+    for searched in (index, handle(tmp_path)):  # this handle, then one as after a restart
+        first = searched.vector_search(queries[0], top=10)
+        assert deleted not in {hit.id for hit in first}
+        assert [hit.id for hit in first] == exact_top(vectors, queries[0], 10)
+        updated = searched.vector_search(queries[1], top=1)[0]
+        assert (updated.id, round(updated.score, 4)) == ("doc-0001", 1.0)
+    assert len(first_passes) == 5
+
+
+def test_small_indexes_are_scanned_exactly(
+    tmp_path: Path, pictures: Pictures, first_passes: list[int]
+) -> None:
+    model, indexed, queries = pictures
+    vectors = corpus(model, indexed)
+    index = handle(tmp_path, quantised_from=len(vectors) + 1)
+    load(index, vectors, model)
+    assert [hit.id for hit in index.vector_search(queries[3], top=10)] == exact_top(
+        vectors, queries[3], 10
+    )
+    assert first_passes == []
+
+
+@pytest.mark.parametrize("dims", [7, 24, 384, 1000, 1280])
+@pytest.mark.parametrize("rows", [1, 2, 3, 6, 41])
+def test_rows_of_any_length_and_count_are_scored(dims: int, rows: int) -> None:
+    # The kernel crashed the process on some of these shapes unpadded (local_quantised.py).
+    rng = np.random.default_rng(dims * rows)
+    matrix = rng.standard_normal((rows, dims)).astype(np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    quantised = local_quantised.QuantisedRows(dims)
+    quantised.grow(rows, keep=0)
+    quantised.set(np.arange(rows), matrix)
+    query = matrix[-1]
+    scores = quantised.scores(query, rows)
+    assert scores is not None and scores.shape == (rows,)
+    np.testing.assert_allclose(scores, matrix @ query, atol=0.02)

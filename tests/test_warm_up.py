@@ -1,0 +1,86 @@
+"""Offline start-up warm-up (imagerag/warm_up.py, started by function_app.py): the first
+queries after a start find the embedded indexes' rows and the models loaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from vector_corpus import document
+
+from imagerag import config, warm_up
+from imagerag.adapters.local_index import LocalImageIndex
+from imagerag.adapters.local_text_embedder import LocalTextEmbedder
+from imagerag.adapters.local_vectorizer import LocalVectorizer
+from imagerag.adapters.local_vectors import VectorCache
+
+
+def settings_for(tmp_path: Path, **extra: str) -> config.Settings:
+    environ = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "LOCAL_DATA_DIR": str(tmp_path)}
+    return config.Settings.from_env({**environ, **extra})
+
+
+@pytest.fixture
+def loads(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """How often rows were read into memory and the image model was warmed."""
+    counts = {"rows": 0, "model": 0}
+    refresh, model_warm = VectorCache._refresh, LocalVectorizer.warm
+
+    def counted_refresh(self: VectorCache, table: Any) -> bool:
+        counts["rows"] += 1
+        return refresh(self, table)
+
+    def counted_warm(self: LocalVectorizer) -> None:
+        counts["model"] += 1
+        model_warm(self)
+
+    monkeypatch.setattr(VectorCache, "_refresh", counted_refresh)
+    monkeypatch.setattr(LocalVectorizer, "warm", counted_warm)
+    return counts
+
+
+def test_warm_up_loads_each_index_so_the_first_queries_read_nothing(
+    tmp_path: Path, loads: dict[str, int]
+) -> None:
+    model = LocalVectorizer().model
+    rng = np.random.default_rng(3)
+    vectors = np.abs(rng.standard_normal((40, model.dimensions)))
+    # Written by an earlier run of the app (another handle): this process has read nothing.
+    earlier = LocalImageIndex(
+        directory=tmp_path / "index", name="photos-v", text_embedder=LocalTextEmbedder()
+    )
+    earlier.ensure(model)
+    earlier.upsert([document(i, v.tolist(), model) for i, v in enumerate(vectors)])
+    settings = settings_for(tmp_path)
+
+    assert warm_up.warm(lambda: settings) == ["photos-v"]
+    assert loads == {"rows": 2, "model": 1}  # image and description vectors; the model
+
+    index = config.image_index(settings, "photos-v")
+    image_hits = index.vector_search(vectors[7].tolist(), top=3)
+    description_hits = index.description_search("picture number 12", top=3)
+    text_hits = index.text_search("number 25", top=3)
+    assert image_hits[0].id == "doc-0007"
+    assert description_hits and description_hits[0].id == "doc-0012"
+    assert text_hits and text_hits[0].id == "doc-0025"
+    assert loads == {"rows": 2, "model": 1}  # the queries read no rows again
+
+
+def test_warm_up_loads_nothing_without_an_index_or_with_azure_search(
+    tmp_path: Path, loads: dict[str, int]
+) -> None:
+    assert warm_up.warm(lambda: settings_for(tmp_path)) == []
+    LocalImageIndex(directory=tmp_path / "index", name="photos-v").ensure(LocalVectorizer().model)
+    azure = settings_for(tmp_path, AZURE_SEARCH_ENDPOINT="https://search.example.net")
+    assert warm_up.warm(lambda: azure) == []
+    assert loads == {"rows": 0, "model": 0}
+
+
+def test_a_failing_warm_up_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    def broken() -> config.Settings:
+        raise ValueError("bad setting")
+
+    assert warm_up.warm(broken) == []
+    assert "warm-up failed" in caplog.text
