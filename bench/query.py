@@ -257,11 +257,14 @@ def measure_vector_search(
     warm_up = timed(fresh.warm)
     first = timed(lambda: fresh.vector_search(query_vectors[0], top=10))
     fresh.wait_for_graphs()
-    timings, recalls = [], []
+    timings, answers, recalls = [], [], []
     for vector in query_vectors:
         start = time.perf_counter()
-        hits = fresh.vector_search(vector, top=10)
+        answers.append(fresh.vector_search(vector, top=10))
         timings.append(time.perf_counter() - start)
+    # Recall afterwards: numpy's BLAS threads spin on after a product, and on 2 cores they
+    # slowed the next search's torch threads 2x when this ran between the timed searches.
+    for vector, hits in zip(query_vectors, answers, strict=True):
         query = np.asarray(vector, dtype=np.float32)
         exact = np.argsort(-(seeded @ (query / np.linalg.norm(query))))[:10]
         found = {int(hit.id.removeprefix("doc-")) for hit in hits}
