@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 from imagerag import config
+from imagerag.ports import ImageIndex
 
 logger = logging.getLogger(__name__)
 
@@ -23,31 +24,41 @@ def start(settings_of: Callable[[], config.Settings] = config.settings) -> threa
 
 def warm(settings_of: Callable[[], config.Settings] = config.settings) -> list[str]:
     """Loads every embedded index of this process's data folder, then the image model;
-    returns the names of the indexes loaded (none: nothing is loaded)."""
+    returns the names of the indexes loaded."""
     try:
         settings = settings_of()
         if settings.search_endpoint is not None:
             return []
-        from imagerag.adapters.local_index import LocalImageIndex, index_names
+        from imagerag.adapters.local_index import index_names
         from imagerag.adapters.local_vectorizer import LocalVectorizer
 
-        # No index yet: nothing to chat over, and ingestion loads the model itself.
         names = index_names(settings.local_data_dir / "index")
+        if not names:
+            return []  # nothing to chat over yet; ingestion loads the model itself
         started = time.perf_counter()
-        for name in names:
-            index = config.image_index(settings, name)
-            if isinstance(index, LocalImageIndex):
-                index.warm()
+        loaded = [name for name in names if _warm_index(config.image_index(settings, name))]
         vectorizer = config.vectorizer(settings)
-        if names and isinstance(vectorizer, LocalVectorizer):
+        if isinstance(vectorizer, LocalVectorizer):
             vectorizer.warm()
-        if names:
-            logger.info(
-                "warm-up: %d local indexes and the models loaded in %.1f s",
-                len(names),
-                time.perf_counter() - started,
-            )
-        return names
+        logger.info(
+            "warm-up: %d local indexes and the models loaded in %.1f s",
+            len(loaded),
+            time.perf_counter() - started,
+        )
+        return loaded
     except Exception:  # the first queries load what they need instead
         logger.exception("warm-up failed")
         return []
+
+
+def _warm_index(index: ImageIndex) -> bool:
+    from imagerag.adapters.local_index import LocalImageIndex
+
+    if not isinstance(index, LocalImageIndex):
+        return False
+    try:
+        index.warm()
+        return True
+    except Exception as exc:  # e.g. an existing index with other field names: the others go on
+        logger.warning("warm-up: index %s not loaded: %s", index.name, exc)
+        return False

@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import lancedb
 import numpy as np
+import pyarrow as pa
 import pytest
 from vector_corpus import document
 
@@ -42,7 +44,7 @@ def loads(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 
 
 def test_warm_up_loads_each_index_so_the_first_queries_read_nothing(
-    tmp_path: Path, loads: dict[str, int]
+    tmp_path: Path, loads: dict[str, int], caplog: pytest.LogCaptureFixture
 ) -> None:
     model = LocalVectorizer().model
     rng = np.random.default_rng(3)
@@ -53,10 +55,14 @@ def test_warm_up_loads_each_index_so_the_first_queries_read_nothing(
     )
     earlier.ensure(model)
     earlier.upsert([document(i, v.tolist(), model) for i, v in enumerate(vectors)])
+    # A table this app cannot search (no id field): left out, the others still load.
+    foreign = pa.schema([("image_vector", pa.list_(pa.float32(), 4))])
+    lancedb.connect(tmp_path / "index").create_table("foreign-v", schema=foreign)
     settings = settings_for(tmp_path)
 
     assert warm_up.warm(lambda: settings) == ["photos-v"]
     assert loads == {"rows": 2, "model": 1}  # image and description vectors; the model
+    assert "index foreign-v not loaded" in caplog.text
 
     index = config.image_index(settings, "photos-v")
     image_hits = index.vector_search(vectors[7].tolist(), top=3)
