@@ -9,9 +9,9 @@ the cache scores those exactly from the float32 rows (bench/ann.py: recall@10 1.
 candidates at 100,000 rows, where bfloat16's own rounding is ~0.004).
 
 The kernel is a private torch op: given rows whose length is not a multiple of 16 in a
-matrix whose row count is not a multiple of 4, torch 2.13 reads out of bounds and crashes
-the process. So both are padded here (zero columns, spare rows), the shapes it was checked
-with. Where torch or the kernel is missing the first pass is off and the cache scans
+matrix whose row count is not a multiple of 4, torch 2.13's kernel crashed the process
+(segmentation fault). So both are padded here (zero columns, spare rows), the shapes it was
+checked with. Where torch or the kernel is missing the first pass is off and the cache scans
 exactly."""
 
 from __future__ import annotations
