@@ -5,9 +5,10 @@
   renumbering rows and a restart. The graph is saved beside the table; once loaded, each
   stored vector is compared with the row now in the table before the graph may propose it.
 - Opt-in (LOCAL_INDEX_GRAPH_FROM_ROWS): at 100,000 rows a search takes 4.4 ms at p95 against
-  34 ms for the exact scan, but on bench/ann.py's corpus (random unit rows, on which the
-  2nd to 10th neighbours are near-ties) it finds a third of the exact top 10. Clustered real
-  features should fare better; that is not measured yet.
+  34 ms for the exact scan (20 ms for the int8 first pass used by default), but on
+  bench/ann.py's corpus (random unit rows, on which the 2nd to 10th neighbours are near-ties)
+  it finds a third of the exact top 10. Clustered real features should fare better; that is
+  not measured yet.
 - Why hnswlib (bench/ann.py): usearch was about as fast and stores int8, but its extension
   carries its own C++ runtime, and imported before torch it made the local model's first
   traced pass hang; faiss-cpu brings a second OpenMP runtime. hnswlib stores float32, so the

@@ -225,23 +225,26 @@ class VectorCache:
                     slots = [self.slot_of_key.get(int(key), -1) for key in found.tolist()]
                     held = np.array([s for s in slots if s >= 0], dtype=np.intp)
                     held = held[self.in_graph[held]]
-                    candidates = np.concatenate([held, pending])
-                    scores = rescored(self.matrix, candidates, query)
-                    best = top_k(scores, top)
-                    return candidates[best], scores[best]
+                    return self._best_of(np.concatenate([held, pending]), query, top)
             valid = self.valid[:size] if mask is None else mask & self.valid[:size]
             candidates = np.flatnonzero(valid)
             wanted = max(QUANTISED_CANDIDATES, 4 * top)
             if size >= self.quantised_from and candidates.size > wanted:
                 approximate = self.quantised.scores(query, size)
                 if approximate is not None:
-                    candidates = candidates[top_k(approximate[candidates], wanted)]
-                    scores = rescored(self.matrix, candidates, query)
-                    best = top_k(scores, top)
-                    return candidates[best], scores[best]
+                    chosen = candidates[top_k(approximate[candidates], wanted)]
+                    return self._best_of(chosen, query, top)
             scores = self.matrix[:size] @ query
             best = candidates[top_k(scores[candidates], top)]
             return best, scores[best]
+
+    def _best_of(
+        self, candidates: npt.NDArray[np.intp], query: FloatMatrix, top: int
+    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
+        """The ``top`` of a few candidate slots by exact score, best first, and their scores."""
+        scores = rescored(self.matrix, candidates, query)
+        best = top_k(scores, top)
+        return candidates[best], scores[best]
 
     # ------------------------------------------------------------------ the graph's upkeep
 
