@@ -103,6 +103,32 @@ def report(name: str, build_s: float, mb: float, search: Search, matrix, queries
     return figures
 
 
+def by_candidates(
+    engine: str,
+    also: tuple[int, ...],
+    used: int,
+    build_s: float,
+    mb: float,
+    search: Callable[[np.ndarray, int], np.ndarray],
+    matrix: np.ndarray,
+    queries: np.ndarray,
+) -> dict:
+    """report() of ``search`` at each candidate count in ``also`` and at ``used`` (the count
+    the index uses); returns the figures at ``used``."""
+    for count in also:
+        report(
+            f"{engine}, {count} candidates",
+            build_s,
+            mb,
+            lambda q, c=count: search(q, c),
+            matrix,
+            queries,
+        )
+    return report(
+        f"{engine}, {used} candidates", build_s, mb, lambda q: search(q, used), matrix, queries
+    )
+
+
 def int8_runs(matrix: np.ndarray, queries: np.ndarray) -> dict:
     """The int8 first pass VectorCache uses, its candidates scored exactly."""
     rows = local_quantised.QuantisedRows(DIMS)
@@ -117,19 +143,16 @@ def int8_runs(matrix: np.ndarray, queries: np.ndarray) -> dict:
         assert approximate is not None, "torch's int8 kernel is unavailable here"
         return rescored(matrix, query, local_vectors.top_k(approximate, count))
 
-    chosen: dict = {}
-    for count in (50, 100, local_vectors.QUANTISED_CANDIDATES):
-        figures = report(
-            f"int8 scan, {count} candidates",
-            build,
-            mb,
-            lambda q, c=count: search(q, c),
-            matrix,
-            queries,
-        )
-        if count == local_vectors.QUANTISED_CANDIDATES:
-            chosen = figures
-    return chosen
+    return by_candidates(
+        "int8 scan",
+        (50, 100),
+        local_vectors.QUANTISED_CANDIDATES,
+        build,
+        mb,
+        search,
+        matrix,
+        queries,
+    )
 
 
 def hnswlib_runs(matrix: np.ndarray, queries: np.ndarray) -> dict:
@@ -148,19 +171,20 @@ def hnswlib_runs(matrix: np.ndarray, queries: np.ndarray) -> dict:
     index.set_ef(local_neighbours.EXPANSION_SEARCH)
     links = len(matrix) * local_neighbours.CONNECTIVITY * 2 * 4  # level-0 links, 4 B each
     mb = (matrix.nbytes + links) / 2**20  # it stores float32 rows
-    chosen: dict = {}
-    for count in (50, local_vectors.GRAPH_CANDIDATES):
-        figures = report(
-            f"hnswlib HNSW f32, {count} candidates",
-            build,
-            mb,
-            lambda q, c=count: rescored(matrix, q, index.knn_query(q, k=c, num_threads=1)[0][0]),
-            matrix,
-            queries,
-        )
-        if count == local_vectors.GRAPH_CANDIDATES:
-            chosen = figures
-    return chosen
+
+    def search(query: np.ndarray, count: int) -> np.ndarray:
+        return rescored(matrix, query, index.knn_query(query, k=count, num_threads=1)[0][0])
+
+    return by_candidates(
+        "hnswlib HNSW f32",
+        (50,),
+        local_vectors.GRAPH_CANDIDATES,
+        build,
+        mb,
+        search,
+        matrix,
+        queries,
+    )
 
 
 def usearch_runs(matrix: np.ndarray, queries: np.ndarray) -> None:
