@@ -1,7 +1,7 @@
 """Approximate search engines for the local index, compared on bench/query.py's corpus.
 
     .venv/bin/python bench/ann.py [--rows 100000] [--queries 200]
-        [--engines int8 hnswlib usearch faiss]
+        [--engines int4 int8 hnswlib usearch faiss]
 
 Rows: random non-negative unit vectors (1280-d, like pooled CNN features) with the 20 real
 pictures (vectorized by the local model) planted among them. Queries: the altered copies of
@@ -11,12 +11,14 @@ Each engine proposes candidates, which are
 scored exactly from the float32 rows, as VectorCache does; per engine: build seconds (2
 threads), query p50/p95 (graphs: 1 thread; scans: numpy's and torch's, 2 here), recall@10
 against exact search, and the memory the engine adds (its own estimate where it has one).
-int8 is the first pass VectorCache runs from QUANTISED_FROM_ROWS rows on (local_quantised.py);
-hnswlib (chroma-hnswlib) the opt-in graph; usearch and faiss-cpu are measured only where they
-are installed (they are not dependencies).
+int4 is the first pass VectorCache runs from QUANTISED_FROM_ROWS rows on (local_quantised.py),
+int8 the one it ran before (torch's int8 kernel, for comparison); hnswlib (chroma-hnswlib) the
+opt-in graph; usearch and faiss-cpu are measured only where they are installed (they are not
+dependencies).
 
-Last line: ``RESULT rows=... exact_p95_ms=... int8_p95_ms=... int8_recall10=... int8_top1=...
-int8_mb=... graph_build_s=... graph_p95_ms=... graph_recall10=... graph_top1=... graph_mb=...``
+Last line: ``RESULT rows=... exact_p95_ms=... int4_p95_ms=... int4_recall10=... int4_top1=...
+int4_mb=... int8_p95_ms=... int8_recall10=... graph_build_s=... graph_p95_ms=...
+graph_recall10=... graph_top1=... graph_mb=...``
 for the settings local_quantised.py and local_neighbours.py use.
 """
 
@@ -80,7 +82,7 @@ def report(name: str, build_s: float, mb: float, search: Search, matrix, queries
         answers.append(search(query))
         timings.append(time.perf_counter() - start)
     # The truth afterwards: numpy's BLAS threads spin on after a large product, and between
-    # timed searches they made the int8 pass (torch's threads) ~2x slower on 2 cores.
+    # timed searches they made the int8 and 4-bit passes (torch's threads) ~2x slower on 2 cores.
     for query, found in zip(queries, answers, strict=True):
         truth = exact(matrix, query)
         recalls.append(len(set(found.tolist()) & set(truth.tolist())) / 10)
@@ -129,22 +131,25 @@ def by_candidates(
     )
 
 
-def int8_runs(matrix: np.ndarray, queries: np.ndarray) -> dict:
-    """The int8 first pass VectorCache uses, its candidates scored exactly."""
+def int4_runs(matrix: np.ndarray, queries: np.ndarray) -> dict:
+    """The 4-bit first pass VectorCache uses, its candidates scored exactly."""
+    if not local_quantised.available():
+        raise ImportError("torch's 4-bit kernel is unavailable here")
     rows = local_quantised.QuantisedRows(DIMS)
     start = time.perf_counter()
-    rows.grow(len(matrix), keep=0)
-    rows.set(np.arange(len(matrix)), matrix)
+    rows.grow(len(matrix))
+    for first in range(0, len(matrix), 8192):
+        rows.set(np.arange(first, min(len(matrix), first + 8192)), matrix)
     build = time.perf_counter() - start
-    mb = (rows.rows.nbytes + rows.scales.nbytes) / 2**20
+    mb = (rows.packed.nbytes + 2 * rows.scale_zero.numel()) / 2**20
 
     def search(query: np.ndarray, count: int) -> np.ndarray:
         approximate = rows.scores(query, len(matrix))
-        assert approximate is not None, "torch's int8 kernel is unavailable here"
+        assert approximate is not None
         return rescored(matrix, query, local_vectors.top_k(approximate, count))
 
     return by_candidates(
-        "int8 scan",
+        "4-bit scan",
         (50, 100),
         local_vectors.QUANTISED_CANDIDATES,
         build,
@@ -152,6 +157,35 @@ def int8_runs(matrix: np.ndarray, queries: np.ndarray) -> dict:
         search,
         matrix,
         queries,
+    )
+
+
+def int8_runs(matrix: np.ndarray, queries: np.ndarray) -> dict:
+    """For comparison: torch's int8 weight x bfloat16 kernel, one scale per row (the index's
+    first pass before the 4-bit one; 1280 columns and a row count divisible by 4 are shapes
+    it handles)."""
+    import torch
+
+    start = time.perf_counter()
+    scales = np.abs(matrix).max(axis=1) / 127
+    codes = torch.from_numpy(np.rint(matrix / scales[:, None]).astype(np.int8))
+    bf16_scales = torch.from_numpy(scales.astype(np.float32)).to(torch.bfloat16)
+    build = time.perf_counter() - start
+
+    def search(query: np.ndarray, count: int) -> np.ndarray:
+        with torch.inference_mode():
+            approximate = (
+                torch._weight_int8pack_mm(
+                    torch.from_numpy(query)[None].to(torch.bfloat16), codes, bf16_scales
+                )[0]
+                .float()
+                .numpy()
+            )
+        return rescored(matrix, query, local_vectors.top_k(approximate, count))
+
+    mb = (codes.numel() + 2 * len(scales)) / 2**20
+    return by_candidates(
+        "int8 scan", (), local_vectors.QUANTISED_CANDIDATES, build, mb, search, matrix, queries
     )
 
 
@@ -245,12 +279,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--engines", nargs="+", default=["int8", "hnswlib", "usearch", "faiss"])
+    parser.add_argument(
+        "--engines", nargs="+", default=["int4", "int8", "hnswlib", "usearch", "faiss"]
+    )
     args = parser.parse_args()
     matrix, queries = corpus(args.rows, args.queries)
     base = report("exact float32 (numpy)", 0.0, 0.0, lambda q: exact(matrix, q), matrix, queries)
     chosen: dict[str, dict] = {}
     for engine, run in (
+        ("int4", int4_runs),
         ("int8", int8_runs),
         ("hnswlib", hnswlib_runs),
         ("usearch", usearch_runs),
@@ -265,11 +302,13 @@ def main() -> None:
             continue
         if result:
             chosen[engine] = result
-    int8, graph = chosen.get("int8", {}), chosen.get("hnswlib", {})
+    int4, int8 = chosen.get("int4", {}), chosen.get("int8", {})
+    graph = chosen.get("hnswlib", {})
     print(
         f"RESULT rows={args.rows} exact_p95_ms={base['p95_ms']:.2f} "
+        f"int4_p95_ms={int4.get('p95_ms', 0):.2f} int4_recall10={int4.get('recall10', 0):.4f} "
+        f"int4_top1={int4.get('top1', 0):.3f} int4_mb={int4.get('mb', 0):.0f} "
         f"int8_p95_ms={int8.get('p95_ms', 0):.2f} int8_recall10={int8.get('recall10', 0):.4f} "
-        f"int8_top1={int8.get('top1', 0):.3f} int8_mb={int8.get('mb', 0):.0f} "
         f"graph_build_s={graph.get('build_s', 0):.1f} graph_p95_ms={graph.get('p95_ms', 0):.2f} "
         f"graph_recall10={graph.get('recall10', 0):.4f} graph_top1={graph.get('top1', 0):.3f} "
         f"graph_mb={graph.get('mb', 0):.0f}"

@@ -10,8 +10,9 @@ the real pictures with the text "what is this?".
 
 Reported per size (milliseconds, p50 / p95 over the queries, after one warm-up query):
 - vectorize: the query image through the local model;
-- search+fuse: image vector search + full-text search + RRF + strictness (retrieval minus
-  vectorize);
+- search+fuse: what the searches, RRF and strictness add to the query image's vectorizing
+  (retrieval minus vectorize): the image vector search and the fusion after it, and what is
+  left of the text lists (full-text, description vectors), which run meanwhile;
 - retrieval: vectorize + search + fuse (imagerag.retrieval.retrieve);
 - endpoint: the whole POST /api/chat/completions handler in-process (JSON parsing, data URL
   decoding and image checks, retrieval, citations, the extractive answer, the response body),

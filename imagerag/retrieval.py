@@ -34,6 +34,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -70,6 +71,10 @@ MAX_QUERY_WORDS = 64
 MAX_QUERY_CHARS = 1000
 
 ListName = Literal["image", "text_vector", "text", "description"]
+
+# The lists of one query are independent, so they are searched side by side: the text lists
+# while the prompt image is vectorized (the longest step). One pool for all requests.
+_SEARCH_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="retrieval-search")
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,23 +457,29 @@ def _run_searches(
     searches: list[tuple[ListName, str, float, Callable[[], list[SearchHit] | None]]],
     allow_partial: bool,
 ) -> list[RankedList]:
-    """Every search, in order (None: the index cannot run it, left out); with
+    """Every search (None: the index cannot run it, left out), the first in this thread and
+    the others meanwhile in the pool; the lists keep the searches' order. With
     allow_partial_result a failing one is left out unless all of them fail (as On Your Data
     does)."""
     lists: list[RankedList] = []
     failures: list[Exception] = []
-    for name, query, weight, search in searches:
-        try:
-            hits = search()
-            if hits is not None:
-                lists.append(RankedList(name, hits, weight, query))
-        except _REQUEST_ERRORS:
-            raise
-        except (ImageIndexError, VectorizerUnavailableError) as exc:
-            if not allow_partial:
+    others = [_SEARCH_POOL.submit(search) for _, _, _, search in searches[1:]]
+    try:
+        for position, (name, query, weight, search) in enumerate(searches):
+            try:
+                hits = search() if position == 0 else others[position - 1].result()
+                if hits is not None:
+                    lists.append(RankedList(name, hits, weight, query))
+            except _REQUEST_ERRORS:
                 raise
-            logger.warning("retrieval: the %s search failed, kept out: %s", name, exc)
-            failures.append(exc)
+            except (ImageIndexError, VectorizerUnavailableError) as exc:
+                if not allow_partial:
+                    raise
+                logger.warning("retrieval: the %s search failed, kept out: %s", name, exc)
+                failures.append(exc)
+    finally:
+        for other in others:  # after a failure: those not started yet are not needed
+            other.cancel()
     if failures and not lists:
         raise failures[0]
     return lists

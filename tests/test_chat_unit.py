@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -931,3 +932,30 @@ def test_retrieval_vectorizes_queries_as_interactive():
         options=retrieval.SearchOptions(),
     )
     assert vectorizer.interactive == [True, True]  # the image, then the text
+
+
+def test_text_lists_are_searched_while_the_image_is_vectorized():
+    # A question beside a picture: the full-text search need not wait for the model's pass.
+    vision = ModelInfo("azure-ai-vision", "2023-04-15", 2, True)
+    text_searched = threading.Event()
+
+    class SlowVectorizer(FakeVectorizer):
+        def embed_image(self, data: bytes, *, interactive: bool = False) -> ImageEmbedding:
+            self.overlapped = text_searched.wait(timeout=30)
+            return super().embed_image(data, interactive=interactive)
+
+    class SignallingIndex(FakeIndex):
+        def text_search(self, text: str, **kwargs: Any) -> list[SearchHit]:
+            text_searched.set()
+            return super().text_search(text, **kwargs)
+
+    vectorizer = SlowVectorizer(vision)
+    result = retrieval.retrieve(
+        text="a red bicycle",
+        image=JPEG,
+        vectorizer=vectorizer,
+        index=SignallingIndex({"i": 0.95}, ["w"], vision),
+        options=retrieval.SearchOptions(),
+    )
+    assert vectorizer.overlapped
+    assert [d.hit.id for d in result.documents] == ["i", "w"]

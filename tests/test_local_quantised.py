@@ -1,4 +1,4 @@
-"""The local index's int8 first pass: from quantised_from rows on it chooses the candidates
+"""The local index's 4-bit first pass: from quantised_from rows on it chooses the candidates
 that vector search scores exactly. Driven through the ImageIndex port with real pictures
 among random rows (vector_corpus.py), and checked against exact search over the same
 vectors."""
@@ -32,7 +32,7 @@ def handle(directory: Path, quantised_from: int = QUANTISED_FROM) -> LocalImageI
 
 @pytest.fixture
 def first_passes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """The row count of each int8 first pass that chose candidates."""
+    """The row count of each 4-bit first pass that chose candidates."""
     passes: list[int] = []
     scores = local_quantised.QuantisedRows.scores
 
@@ -124,14 +124,38 @@ def test_small_indexes_are_scanned_exactly(
 @pytest.mark.parametrize("dims", [7, 24, 384, 1000, 1280])
 @pytest.mark.parametrize("rows", [1, 2, 3, 6, 41])
 def test_rows_of_any_length_and_count_are_scored(dims: int, rows: int) -> None:
-    # The kernel crashed the process on some of these shapes unpadded (local_quantised.py).
+    # Padded to the kernel's groups of columns and blocks of rows (local_quantised.py).
     rng = np.random.default_rng(dims * rows)
     matrix = rng.standard_normal((rows, dims)).astype(np.float32)
     matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
     quantised = local_quantised.QuantisedRows(dims)
-    quantised.grow(rows, keep=0)
     quantised.set(np.arange(rows), matrix)
     query = matrix[-1]
     scores = quantised.scores(query, rows)
     assert scores is not None and scores.shape == (rows,)
-    np.testing.assert_allclose(scores, matrix @ query, atol=0.02)
+    # Each value is within half a level of its group (padding zeros count in the group's
+    # range), plus bfloat16 rounding.
+    group = local_quantised.GROUP
+    padded = np.zeros((rows, -(-dims // group) * group), dtype=np.float32)
+    padded[:, :dims] = matrix
+    grouped = padded.reshape(rows, -1, group)
+    half_levels = np.repeat((grouped.max(axis=2) - grouped.min(axis=2)) / 30, group, axis=1)
+    bound = half_levels[:, :dims] @ np.abs(query) + 0.01
+    assert np.all(np.abs(scores - matrix @ query) <= bound)
+    assert np.abs(scores - matrix @ query).max() < 0.1
+
+
+def test_a_rewritten_row_is_coded_as_if_all_were_coded_afresh() -> None:
+    # The packed layout interleaves blocks of rows: one write re-codes its whole block.
+    rng = np.random.default_rng(3)
+    matrix = np.abs(rng.standard_normal((300, 384))).astype(np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    kept = local_quantised.QuantisedRows(384)
+    kept.set(np.arange(300), matrix)
+    matrix[[37, 200]] = matrix[[5, 6]]
+    kept.set(np.array([37, 200]), matrix)
+    fresh = local_quantised.QuantisedRows(384)
+    fresh.set(np.arange(300), matrix)
+    for query in matrix[[5, 6, 150]]:
+        np.testing.assert_array_equal(kept.scores(query, 300), fresh.scores(query, 300))
+    assert np.argsort(-kept.scores(matrix[5], 300))[:2].tolist() in ([5, 37], [37, 5])

@@ -12,7 +12,7 @@ Design (numbers in bench/index.py):
   table version changes: a cheap scan of ``_rowid`` finds the rows added and removed since
   the last refresh, and only those are read. Compaction renumbers the rows it moves (those of
   small fragments only), which are read again. From ``quantised_from`` rows on, a scan of
-  int8 copies of the rows picks the candidates that are scored exactly (local_quantised.py).
+  4-bit copies of the rows picks the candidates that are scored exactly (local_quantised.py).
   With ``approximate_from`` (opt-in: the LOCAL_INDEX_GRAPH_FROM_ROWS setting), an HNSW graph
   saved beside the table (``<name>.ann/``) picks the candidates of unfiltered searches
   instead (local_vectors.py, local_neighbours.py).
@@ -214,7 +214,7 @@ class LocalImageIndex:
             shutil.rmtree(self._graph_directory, ignore_errors=True)
 
     def warm(self) -> None:
-        """Loads what a first search would (each vector field's rows, the int8 first pass, the
+        """Loads what a first search would (each vector field's rows, the 4-bit first pass, the
         full-text index, the text model), so that the first query after a start does not
         wait for it."""
         table = self._open()

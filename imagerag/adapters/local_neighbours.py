@@ -5,7 +5,7 @@
   renumbering rows and a restart. The graph is saved beside the table; once loaded, each
   stored vector is compared with the row now in the table before the graph may propose it.
 - Opt-in (LOCAL_INDEX_GRAPH_FROM_ROWS): at 100,000 rows a search takes 4.4 ms at p95 against
-  34 ms for the exact scan (20 ms for the int8 first pass used by default), but on
+  31 ms for the exact scan (11 ms for the 4-bit first pass used by default), but on
   bench/ann.py's corpus (random unit rows, on which the 2nd to 10th neighbours are near-ties)
   it finds a third of the exact top 10. Clustered real features should fare better; that is
   not measured yet.

@@ -2,10 +2,10 @@
 table's string columns and (for the image vectors) the verification thumbnails, kept in step
 with the LanceDB table by ``_rowid``.
 
-From ``quantised_from`` rows on, a first pass over int8 copies of the rows
-(local_quantised.py) chooses the candidates, which are scored exactly here: a quarter of the
-memory traffic of the float32 scan, and the int8 rows are written with the float32 ones, so
-every write is searchable at once.
+From ``quantised_from`` rows on, a first pass over 4-bit copies of the rows
+(local_quantised.py) chooses the candidates, which are scored exactly here: an eighth of the
+bytes of the float32 scan. The copies are made at the first search that needs them and
+then written with the float32 rows, so every write is searchable at once.
 
 From ``approximate_from`` rows on (None: never), a neighbour graph (local_neighbours.py)
 proposes candidates for unfiltered searches instead, also scored exactly here. A background
@@ -24,20 +24,21 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from imagerag.adapters import local_quantised
 from imagerag.adapters.index_rules import search_hit
 from imagerag.adapters.local_neighbours import NeighbourGraph, key_of
-from imagerag.adapters.local_quantised import QuantisedRows
 from imagerag.adapters.local_table import KEY_FIELD, chunks
 from imagerag.ports import FieldMapping, SearchHit
 
 logger = logging.getLogger(__name__)
 
 _TAKE_CHUNK = 4096  # row ids per take when refreshing the matrix
+_ENCODE_CHUNK = 8192  # rows coded at a time when the 4-bit copies are made (bounds memory)
 # Candidates the graph proposes for exact scoring (recall in bench/ann.py).
 GRAPH_CANDIDATES = 100
 # Below this many rows the float32 scan is cheap (~5 ms at 20,000 1280-d rows): no first pass.
 QUANTISED_FROM_ROWS = 20_000
-# Candidates the int8 first pass keeps for exact scoring, at least (recall in bench/ann.py).
+# Candidates the 4-bit first pass keeps for exact scoring, at least (recall in bench/ann.py).
 QUANTISED_CANDIDATES = 200
 # Rows added to the graph per step: the search waits at most one step for the graph.
 _GRAPH_STEP = 16
@@ -87,7 +88,7 @@ class VectorCache:
         dims, strings = self.dims, self.strings
         self.size = 0  # slots in use (high-water mark)
         self.matrix: FloatMatrix = np.zeros((0, dims), dtype=np.float32)
-        self.quantised = QuantisedRows(dims)  # int8 copies of matrix's rows
+        self.quantised: local_quantised.QuantisedRows | None = None  # made by _first_pass
         self.valid: BoolArray = np.zeros(0, dtype=np.bool_)
         self.values: dict[str, StringArray] = {f: np.zeros(0, dtype=_STRING) for f in strings}
         self.nulls: dict[str, BoolArray] = {f: np.zeros(0, dtype=np.bool_) for f in strings}
@@ -161,7 +162,8 @@ class VectorCache:
         vectors /= np.where(norms > 0, norms, 1.0)
         slots = self._slots(batch.num_rows)
         self.matrix[slots] = vectors
-        self.quantised.set(slots, vectors)
+        if self.quantised is not None:
+            self.quantised.set(slots, self.matrix)
         self.valid[slots] = True
         for name in self.strings:
             column = batch.column(name)
@@ -197,7 +199,6 @@ class VectorCache:
         matrix = np.zeros((capacity, self.dims), dtype=np.float32)
         matrix[: self.size] = self.matrix[: self.size]
         self.matrix = matrix
-        self.quantised.grow(capacity, keep=self.size)
         self.valid = _resized(self.valid, capacity)
         self.keys = _resized(self.keys, capacity)
         self.stamps = _resized(self.stamps, capacity)
@@ -230,13 +231,26 @@ class VectorCache:
             candidates = np.flatnonzero(valid)
             wanted = max(QUANTISED_CANDIDATES, 4 * top)
             if size >= self.quantised_from and candidates.size > wanted:
-                approximate = self.quantised.scores(query, size)
+                approximate = self._first_pass(query, size)
                 if approximate is not None:
                     chosen = candidates[top_k(approximate[candidates], wanted)]
                     return self._best_of(chosen, query, top)
             scores = self.matrix[:size] @ query
             best = candidates[top_k(scores[candidates], top)]
             return best, scores[best]
+
+    def _first_pass(self, query: FloatMatrix, size: int) -> npt.NDArray[np.float32] | None:
+        """Approximate scores of the first ``size`` slots; None where the kernel is missing.
+        The 4-bit copies are made here, at the first search that needs them."""
+        if self.quantised is None:
+            if not local_quantised.available():
+                return None
+            quantised = local_quantised.QuantisedRows(self.dims)
+            quantised.grow(self.matrix.shape[0])
+            for start in range(0, size, _ENCODE_CHUNK):
+                quantised.set(np.arange(start, min(size, start + _ENCODE_CHUNK)), self.matrix)
+            self.quantised = quantised
+        return self.quantised.scores(query, size)
 
     def _best_of(
         self, candidates: npt.NDArray[np.intp], query: FloatMatrix, top: int
@@ -341,7 +355,7 @@ def _to_matrix(column: pa.Array, dims: int) -> FloatMatrix:
 
 def rescored(matrix: FloatMatrix, rows: npt.NDArray[np.intp], query: FloatMatrix) -> FloatMatrix:
     """Exact scores of a few candidate rows. Not through BLAS: for a product this small its
-    threads save little, and they spin on afterwards against the int8 pass's torch threads
+    threads save little, and they spin on afterwards against the first pass's torch threads
     on the same cores (on 2 cores a large numpy product between searches made the next ones
     ~2x slower; this one's share was the slow tail of the description search)."""
     scores: FloatMatrix = np.einsum("ij,j->i", matrix[rows], query)
