@@ -3,7 +3,8 @@
     .venv/bin/python bench/ingest.py [--images 2000] [--cloud-images 0]
 
 Starts its own Azurite and devhost on free ports (bench/stack.py), uploads ``--images``
-distinct procedural 320x240 JPEGs (tests/sample_images.py) and one metadata.json, and follows
+distinct procedural 320x240 JPEGs (tests/sample_images.py), or with ``--photos`` distinct
+crops of real photographs, 640 to 1600 px wide (photo_bytes), and one metadata.json, and follows
 the run as a person would: one status request for the run (``GET /api/ingestions/{id}``) and
 one list request (``GET /api/ingestions``) per second, no more, so it measures the pipeline and
 not its own polling. From the counts the status route reports it prints the images/s of each
@@ -32,13 +33,17 @@ seeded_images_per_s=... seeded_tenth_rates=... seeded_peak_rss_mb=... seeded_rat
 from __future__ import annotations
 
 import argparse
+import functools
+import io
 import json
 import os
+import random
 import sqlite3
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -46,12 +51,14 @@ from pathlib import Path
 
 import numpy as np
 import requests
+from PIL import Image, ImageEnhance
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
 
 from fakes.vision_service import FakeVisionService  # noqa: E402
 from hardening import seed_document  # noqa: E402
+from retrieval_quality import PHOTOS, photo_file  # noqa: E402
 from sample_images import picture_bytes  # noqa: E402
 from stack import PeakRss, Stack, rss_mb  # noqa: E402
 
@@ -134,12 +141,48 @@ def tenths(watch: Watch, total: int) -> tuple[list[float], list[float]]:
     return rates, rss
 
 
-def upload_pictures(stack: Stack, container: str, count: int) -> list[str]:
+@functools.cache
+def source_photos() -> list[Image.Image]:
+    """The scikit-image photographs bench/retrieval_quality.py uses, decoded once."""
+    return [
+        Image.open(photo_file(photo)).convert("RGB")
+        for photo in PHOTOS
+        if photo.path.startswith("skimage/")
+    ]
+
+
+def photo_bytes(seed: int) -> bytes:
+    """A distinct photograph: a random crop (half to all of each side) of one of
+    source_photos(), mirrored or not, with its own brightness and colour, 640 to 1600 px on
+    the long side, JPEG quality 85."""
+    rng = random.Random(seed)
+    photos = source_photos()
+    source = photos[seed % len(photos)]
+    width, height = source.size
+    crop_w, crop_h = round(width * rng.uniform(0.5, 1)), round(height * rng.uniform(0.5, 1))
+    left, top = rng.randint(0, width - crop_w), rng.randint(0, height - crop_h)
+    picture = source.crop((left, top, left + crop_w, top + crop_h))
+    if rng.random() < 0.5:
+        picture = picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    picture = ImageEnhance.Brightness(picture).enhance(rng.uniform(0.8, 1.2))
+    picture = ImageEnhance.Color(picture).enhance(rng.uniform(0.7, 1.3))
+    scale = rng.randint(640, 1600) / max(crop_w, crop_h)
+    picture = picture.resize(
+        (round(crop_w * scale), round(crop_h * scale)), Image.Resampling.BICUBIC
+    )
+    out = io.BytesIO()
+    picture.save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+def upload_pictures(
+    stack: Stack, container: str, count: int, picture: Callable[[int], bytes]
+) -> list[str]:
     client = stack.blob_service.get_container_client(container)
     client.create_container()
     paths = [f"set/{i:05d}.jpg" for i in range(count)]
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda ip: client.upload_blob(ip[1], picture_bytes(ip[0])), enumerate(paths)))
+        list(pool.map(lambda ip: client.upload_blob(ip[1], picture(ip[0])), enumerate(paths)))
     return paths
 
 
@@ -196,10 +239,10 @@ def seed_index(data_dir: Path, container: str, docs: int) -> None:
     index.optimize()
 
 
-def raw_model_rate(count: int) -> float:
+def raw_model_rate(count: int, picture: Callable[[int], bytes]) -> float:
     """Images/s of the model's forward passes alone (batches of DEFAULT_MAX_BATCH) on the
     bench's pictures, preprocessed beforehand."""
-    pixels = np.stack([preprocess(picture_bytes(i)) for i in range(count)])
+    pixels = np.stack([preprocess(picture(i)) for i in range(count)])
     model = load_model()
     embed_batch(model, pixels[:DEFAULT_MAX_BATCH])  # warm-up (traces the model)
     started = time.perf_counter()
@@ -231,26 +274,32 @@ def main() -> None:
     parser.add_argument("--cloud-images", type=int, default=0, help="pictures, cloud run")
     parser.add_argument("--seeded-docs", type=int, default=0, help="a second run, seeded index")
     parser.add_argument("--timeout", type=float, default=7200, help="seconds for one run")
+    parser.add_argument(
+        "--photos",
+        action="store_true",
+        help="crops of real photographs (photo_bytes) instead of procedural pictures",
+    )
     args = parser.parse_args()
+    picture = photo_bytes if args.photos else picture_bytes
     if args.images < 10:
         raise SystemExit("--images must be at least 10 (the run is cut in tenths)")
 
     scratch = Path(tempfile.mkdtemp(prefix="ingest-bench-"))
     env = {"IMAGES_CONTAINER": "images", "WORK_CONTAINER": "images-work"}
     with Stack(scratch, env=env) as stack:
-        paths = upload_pictures(stack, "images", args.images)
+        paths = upload_pictures(stack, "images", args.images, picture)
         watch, peak = run(stack, "images", paths, args.timeout)
     seconds = crossing(watch.samples, args.images)
     rates, rss = tenths(watch, args.images)
     history_events, history_instance = largest_history(scratch / "state")
-    raw_rate = raw_model_rate(min(args.images, 400))
+    raw_rate = raw_model_rate(min(args.images, 400), picture)
 
     seeded = ""
     if args.seeded_docs:
         seeded_scratch = scratch / "seeded"
         seed_index(seeded_scratch / "data", "images", args.seeded_docs)
         with Stack(seeded_scratch, env=env) as stack:
-            paths = upload_pictures(stack, "images", args.images)
+            paths = upload_pictures(stack, "images", args.images, picture)
             seeded_watch, seeded_peak = run(stack, "images", paths, args.timeout)
         seeded_seconds = crossing(seeded_watch.samples, args.images)
         seeded_rates, _ = tenths(seeded_watch, args.images)
@@ -268,7 +317,7 @@ def main() -> None:
             cloud_env = env | {"AZURE_VISION_ENDPOINT": vision.endpoint}
             cloud_env["AZURE_VISION_KEY"] = "bench-key"
             with Stack(scratch / "cloud", env=cloud_env) as stack:
-                cloud_paths = upload_pictures(stack, "images", args.cloud_images)
+                cloud_paths = upload_pictures(stack, "images", args.cloud_images, picture)
                 cloud_watch, _ = run(stack, "images", cloud_paths, args.timeout)
             cloud_rate = args.cloud_images / crossing(cloud_watch.samples, args.cloud_images)
             cloud = f" cloud_images_per_s={cloud_rate:.2f} cloud_ratio={cloud_rate / 20:.2f}"
