@@ -121,6 +121,24 @@ def test_small_indexes_are_scanned_exactly(
     assert first_passes == []
 
 
+def test_an_index_that_grows_past_the_threshold_gets_the_first_pass(
+    tmp_path: Path, pictures: Pictures, first_passes: list[int]
+) -> None:
+    model, indexed, queries = pictures
+    vectors = corpus(model, indexed)
+    index = handle(tmp_path, quantised_from=len(vectors) - 10)
+    ids = list(vectors)
+    load(index, {i: vectors[i] for i in ids[:-20]}, model)
+    assert index.vector_search(queries[2], top=1)[0].id == "doc-0062"
+    assert first_passes == []  # below the threshold: scanned exactly
+    index.upsert([document(int(i[4:]), vectors[i], model) for i in ids[-20:]])
+    for query in queries[:5]:  # the copies are made now, of every row, old and new
+        assert [hit.id for hit in index.vector_search(query, top=10)] == exact_top(
+            vectors, query, 10
+        )
+    assert first_passes == [len(vectors)] * 5
+
+
 @pytest.mark.parametrize("dims", [7, 24, 384, 1000, 1280])
 @pytest.mark.parametrize("rows", [1, 2, 3, 6, 41])
 def test_rows_of_any_length_and_count_are_scored(dims: int, rows: int) -> None:
