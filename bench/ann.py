@@ -137,9 +137,7 @@ def int4_runs(matrix: np.ndarray, queries: np.ndarray) -> dict:
         raise ImportError("torch's 4-bit kernel is unavailable here")
     rows = local_quantised.QuantisedRows(DIMS)
     start = time.perf_counter()
-    rows.grow(len(matrix))
-    for first in range(0, len(matrix), 8192):
-        rows.set(np.arange(first, min(len(matrix), first + 8192)), matrix)
+    rows.set(np.arange(len(matrix)), matrix)
     build = time.perf_counter() - start
     mb = (rows.packed.nbytes + 2 * rows.scale_zero.numel()) / 2**20
 

@@ -177,3 +177,18 @@ def test_a_rewritten_row_is_coded_as_if_all_were_coded_afresh() -> None:
     for query in matrix[[5, 6, 150]]:
         np.testing.assert_array_equal(kept.scores(query, 300), fresh.scores(query, 300))
     assert np.argsort(-kept.scores(matrix[5], 300))[:2].tolist() in ([5, 37], [37, 5])
+
+
+def test_a_large_write_is_coded_in_pieces_as_one_would_be() -> None:
+    # Over 128 blocks at once, set() codes them a piece at a time (to bound its copies).
+    rng = np.random.default_rng(4)
+    matrix = np.abs(rng.standard_normal((9000, 16))).astype(np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    whole = local_quantised.QuantisedRows(16)
+    whole.set(np.arange(9000), matrix)
+    halves = local_quantised.QuantisedRows(16)
+    halves.set(np.arange(4480), matrix)
+    halves.set(np.arange(4480, 9000), matrix)
+    for query in matrix[[0, 4479, 8999]]:
+        np.testing.assert_array_equal(whole.scores(query, 9000), halves.scores(query, 9000))
+    assert int(np.argmax(whole.scores(matrix[8999], 9000))) == 8999

@@ -36,6 +36,8 @@ FloatArray = npt.NDArray[np.float32]
 GROUP = 64  # dimensions per scale and zero
 BLOCK = 64  # rows the packed layout interleaves
 _LEVELS = 15
+# Blocks coded at a time (8,192 rows): bounds the float copies a large write makes.
+_BLOCKS_AT_ONCE = 128
 
 
 def _padded(count: int, multiple: int) -> int:
@@ -80,13 +82,16 @@ class QuantisedRows:
 
         self.grow(int(slots.max()) + 1)
         blocks = np.unique(slots // BLOCK)
-        rows = (blocks[:, None] * BLOCK + np.arange(BLOCK)).ravel()
-        vectors = np.zeros((rows.size, self.columns), dtype=np.float32)
-        held = rows < matrix.shape[0]
-        vectors[held, : self.dims] = matrix[rows[held]]
-        packed, scale_zero = _encoded(vectors)
-        self.packed[rows] = packed
-        self.scale_zero[:, torch.from_numpy(rows)] = scale_zero
+        for first in range(0, blocks.size, _BLOCKS_AT_ONCE):
+            rows = (
+                blocks[first : first + _BLOCKS_AT_ONCE, None] * BLOCK + np.arange(BLOCK)
+            ).ravel()
+            vectors = np.zeros((rows.size, self.columns), dtype=np.float32)
+            held = rows < matrix.shape[0]
+            vectors[held, : self.dims] = matrix[rows[held]]
+            packed, scale_zero = _encoded(vectors)
+            self.packed[rows] = packed
+            self.scale_zero[:, torch.from_numpy(rows)] = scale_zero
         self._first_rows = None
 
     def scores(self, query: FloatArray, size: int) -> FloatArray | None:

@@ -33,7 +33,6 @@ from imagerag.ports import FieldMapping, SearchHit
 logger = logging.getLogger(__name__)
 
 _TAKE_CHUNK = 4096  # row ids per take when refreshing the matrix
-_ENCODE_CHUNK = 8192  # rows coded at a time when the 4-bit copies are made (bounds memory)
 # Candidates the graph proposes for exact scoring (recall in bench/ann.py).
 GRAPH_CANDIDATES = 100
 # Below this many rows the float32 scan is cheap (~5 ms at 20,000 1280-d rows): no first pass.
@@ -246,9 +245,7 @@ class VectorCache:
             if not local_quantised.available():
                 return None
             quantised = local_quantised.QuantisedRows(self.dims)
-            quantised.grow(self.matrix.shape[0])
-            for start in range(0, size, _ENCODE_CHUNK):
-                quantised.set(np.arange(start, min(size, start + _ENCODE_CHUNK)), self.matrix)
+            quantised.set(np.arange(size), self.matrix)
             self.quantised = quantised
         return self.quantised.scores(query, size)
 
