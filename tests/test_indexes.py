@@ -24,7 +24,7 @@ import pytest
 from azure.core.credentials import AzureKeyCredential
 from fakes.search_service import FakeSearchService
 
-from imagerag.adapters import local_index
+from imagerag.adapters import local_index, local_states
 from imagerag.adapters.azure_search import AzureSearchImageIndex
 from imagerag.adapters.azure_search_schema import profile_name
 from imagerag.adapters.azure_search_wire import cosine_from_score
@@ -642,6 +642,61 @@ def test_local_lookups_by_id_use_a_btree_that_sees_every_write(tmp_path: Path) -
     states = again.get_states(["doc-0002", "doc-0003", "doc-0004", "doc-0020", "doc-0099"])
     assert set(states) == {"doc-0002", "doc-0004", "doc-0020"}
     assert states["doc-0004"].description == "a red kite"
+
+
+def test_local_states_follow_this_handles_writes_without_reading_the_table_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = 0
+    read = local_states.KnownStates._read
+
+    def counted(self: local_states.KnownStates, table: Any, version: int) -> None:
+        nonlocal reads
+        reads += 1
+        read(self, table, version)
+
+    monkeypatch.setattr(local_states.KnownStates, "_read", counted)
+    local = LocalImageIndex(directory=tmp_path, name="images-v")
+    local.ensure(MODEL)
+    local.upsert([make_doc(i) for i in range(10)])
+    assert len(local.get_states([f"doc-{i:04d}" for i in range(10)])) == 10
+    local.upsert([replace(make_doc(3), content_hash="f" * 64), make_doc(10)])
+    local.delete(["doc-0004"])
+    local.merge_metadata([MetadataPatch("doc-0005", "a red kite", "images/metadata-b.json")])
+    states = local.get_states(["doc-0003", "doc-0004", "doc-0005", "doc-0010", "doc-0099"])
+    assert set(states) == {"doc-0003", "doc-0005", "doc-0010"}
+    assert states["doc-0003"].content_hash == "f" * 64
+    assert (states["doc-0005"].description, states["doc-0005"].source) == (
+        "a red kite",
+        "images/metadata-b.json",
+    )
+    assert reads == 1
+
+
+def test_local_states_see_another_handles_writes_at_once(tmp_path: Path) -> None:
+    ours = LocalImageIndex(directory=tmp_path, name="images-v")
+    ours.ensure(MODEL)
+    ours.upsert([make_doc(i) for i in range(10)])
+    assert len(ours.get_states([f"doc-{i:04d}" for i in range(10)])) == 10
+    theirs = LocalImageIndex(directory=tmp_path, name="images-v")  # another process, say
+    theirs.upsert([make_doc(10)])
+    theirs.delete(["doc-0001"])
+    theirs.merge_metadata([MetadataPatch("doc-0002", "a red kite", "images/metadata.json")])
+    states = ours.get_states(["doc-0001", "doc-0002", "doc-0010"])
+    assert set(states) == {"doc-0002", "doc-0010"}
+    assert states["doc-0002"].description == "a red kite"
+    # Their write between two of ours: ours cannot simply be applied on top.
+    ours.upsert([make_doc(11)])
+    theirs.upsert([replace(make_doc(12), content_hash="e" * 64)])
+    ours.upsert([make_doc(13)])
+    states = ours.get_states(["doc-0011", "doc-0012", "doc-0013"])
+    assert set(states) == {"doc-0011", "doc-0012", "doc-0013"}
+    assert states["doc-0012"].content_hash == "e" * 64
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        ours.optimize()
+    theirs.delete(["doc-0013"])
+    assert set(ours.get_states(["doc-0011", "doc-0012", "doc-0013"])) == {"doc-0011", "doc-0012"}
 
 
 # ---------------------------------------------------------------------- Azure only

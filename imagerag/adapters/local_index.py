@@ -16,8 +16,9 @@ Design (numbers in bench/index.py):
   With ``approximate_from`` (opt-in: the LOCAL_INDEX_GRAPH_FROM_ROWS setting), an HNSW graph
   saved beside the table (``<name>.ann/``) picks the candidates of unfiltered searches
   instead (local_vectors.py, local_neighbours.py).
-- Lookups by id (and the upserts' join on it) use a B-tree on ``id``, so that their cost does
-  not grow with the table.
+- The upserts' join on ``id`` and deletes use a B-tree on it, so that their cost does not
+  grow with the table. ``get_states`` (once per image while ingesting) answers from the state
+  columns held in memory and carried along by this handle's writes (local_states.py).
 - Text search is LanceDB's inverted (BM25) index. LanceDB also searches rows written after the
   index was built (unindexed fragments are scanned) and honours deletions, so results are right
   immediately after a write; ``optimize()`` folds the new rows into the index.
@@ -55,6 +56,7 @@ from lancedb.index import FTS, BTree
 from imagerag.adapters import odata
 from imagerag.adapters.group_commit import GroupCommit, Op
 from imagerag.adapters.index_rules import check_documents, check_index_model
+from imagerag.adapters.local_states import STATE_COLUMNS, KnownStates, states_of
 from imagerag.adapters.local_table import (
     DESCRIPTION_VECTOR_FIELD,
     KEY_FIELD,
@@ -157,6 +159,7 @@ class LocalImageIndex:
         self._approximate_from = approximate_from
         self._quantised_from = quantised_from
         self._writer = GroupCommit(self._apply)
+        self._known = KnownStates()  # what get_states answers from
         # Touched by the group-commit leader only.
         self._writes_since_compaction = 0
         self._compactions = 0
@@ -207,6 +210,8 @@ class LocalImageIndex:
             except (ValueError, FileNotFoundError):  # no such table
                 pass
             self._table = None
+            with self._known.lock:
+                self._known.forget()
             with self._search_lock:
                 for cache in self._caches.values():
                     cache.close()
@@ -317,18 +322,15 @@ class LocalImageIndex:
 
     def get_states(self, ids: list[str]) -> dict[str, DocumentState]:
         table = self._require()
-        states: dict[str, DocumentState] = {}
-        for chunk in chunks(list(dict.fromkeys(ids)), _IN_CHUNK):
-            query = table.search().where(f"{KEY_FIELD} IN ({sql_list(chunk)})")
-            for state in _states(query):
-                states[state.id] = state
-        return states
+        with self._known.lock:
+            return self._known.get(table, dict.fromkeys(ids))
 
     def all_states(self) -> list[DocumentState]:
         table = self._open()
         if table is None:
             return []
-        return sorted(_states(table.search()), key=lambda state: state.id)
+        rows = table.search().select(STATE_COLUMNS).limit(None).to_arrow()
+        return sorted(states_of(rows), key=lambda state: state.id)
 
     def ids_from_source(self, source: str) -> set[str]:
         table = self._require()
@@ -346,22 +348,22 @@ class LocalImageIndex:
     def upsert(self, documents: list[IndexDocument]) -> None:
         if not documents:
             return
-        table = self._require()
-        self._check_documents(table, documents)
-        rows = document_rows(documents, table.schema, self._embed(table, documents))
+        schema = self._require().schema  # read once: each read checks the table's version
+        self._check_documents(schema, documents)
+        rows = document_rows(documents, schema, self._embed(schema, documents))
         self._writer.submit(Op("upsert", rows=rows))
 
     def merge_metadata(self, patches: list[MetadataPatch]) -> None:
         """Patches for ids that do not exist are ignored (nothing is inserted)."""
         if not patches:
             return
-        table = self._require()
+        schema = self._require().schema
         columns: dict[str, Any] = {
             KEY_FIELD: [p.id for p in patches],
             "description": [p.description for p in patches],
             "source": [p.source for p in patches],
         }
-        vectors = self._embed(table, patches)
+        vectors = self._embed(schema, patches)
         if vectors is not None:
             columns[DESCRIPTION_VECTOR_FIELD] = vector_column(vectors)
         self._writer.submit(Op("merge", rows=pa.table(columns)))
@@ -377,17 +379,16 @@ class LocalImageIndex:
         self._writer.submit(Op("optimize"))
 
     def _embed(
-        self, table: Any, items: list[IndexDocument] | list[MetadataPatch]
+        self, schema: pa.Schema, items: list[IndexDocument] | list[MetadataPatch]
     ) -> list[list[float]] | None:
         """Description vectors for the rows written, where the table has the field (computed
         by the caller, outside the group commit, so writers embed in parallel)."""
-        if self._embedder is None or DESCRIPTION_VECTOR_FIELD not in table.schema.names:
+        if self._embedder is None or DESCRIPTION_VECTOR_FIELD not in schema.names:
             return None
         return self._embedder.embed([item.description for item in items])
 
-    def _check_documents(self, table: Any, documents: list[IndexDocument]) -> None:
+    def _check_documents(self, schema: pa.Schema, documents: list[IndexDocument]) -> None:
         # Checked per caller before queueing, so one bad document fails only its own caller.
-        schema = table.schema
         check_documents(
             documents,
             index=self._name,
@@ -397,22 +398,33 @@ class LocalImageIndex:
 
     def _apply(self, kind: str, ops: list[Op]) -> None:
         """Runs in the group-commit leader: one LanceDB write for ``ops`` of one kind."""
-        table = self._require()
+        with self._known.lock:  # lookups wait for the write and its report to the map
+            self._write(self._require(), kind, ops)
+
+    def _write(self, table: Any, kind: str, ops: list[Op]) -> None:
+        known = self._known
         if kind == "upsert":
             rows = last_per_id(pa.concat_tables([op.rows for op in ops if op.rows is not None]))
-            (
+            result = (
                 table.merge_insert(KEY_FIELD)
                 .when_matched_update_all()
                 .when_not_matched_insert_all()
                 .execute(rows)
             )
+            known.written(result.version, rows)
         elif kind == "merge":
             rows = last_per_id(pa.concat_tables([op.rows for op in ops if op.rows is not None]))
-            table.merge_insert(KEY_FIELD).when_matched_update_all().execute(rows)
+            result = table.merge_insert(KEY_FIELD).when_matched_update_all().execute(rows)
+            patches = zip(
+                *(rows.column(c).to_pylist() for c in (KEY_FIELD, "description", "source")),
+                strict=True,
+            )
+            known.patched(result.version, patches)
         elif kind == "delete":
             ids = list(dict.fromkeys(i for op in ops for i in op.ids))
             for chunk in chunks(ids, _IN_CHUNK):
-                table.delete(f"{KEY_FIELD} IN ({sql_list(chunk)})")
+                deleted = table.delete(f"{KEY_FIELD} IN ({sql_list(chunk)})")
+                known.deleted(deleted.version, chunk)
         if kind == "optimize":
             self._compact(table, fold_text_index=True)
             return
@@ -422,6 +434,7 @@ class LocalImageIndex:
             self._compact(table, fold_text_index=self._compactions % FOLD_TEXT_INDEX_AFTER == 0)
 
     def _compact(self, table: Any, *, fold_text_index: bool) -> None:
+        self._known.forget()  # its versions are not writes the map can follow
         before = len(table.list_versions())
         table.to_lance().optimize.compact_files(target_rows_per_fragment=COMPACT_TARGET_ROWS)
         compacted = table.to_lance()
@@ -571,9 +584,6 @@ class LocalImageIndex:
         return cache
 
 
-_STATE_COLUMNS = [KEY_FIELD, "content_hash", "description", "source", "model_name", "model_version"]
-
-
 def index_names(directory: Path) -> list[str]:
     """The embedded indexes kept under ``directory``."""
     if not Path(directory).is_dir():
@@ -602,18 +612,3 @@ def _create_index(table: Any, column: str, config: Any, index_type: str | None =
     except RuntimeError:  # created meanwhile by another handle or process
         if not _has_index(table, column, index_type):
             raise
-
-
-def _states(query: Any) -> list[DocumentState]:
-    rows = query.select(_STATE_COLUMNS).limit(None).to_arrow().to_pylist()
-    return [
-        DocumentState(
-            id=row[KEY_FIELD],
-            content_hash=row["content_hash"] or "",
-            description=row["description"] or "",
-            source=row["source"] or "",
-            model_name=row["model_name"] or "",
-            model_version=row["model_version"] or "",
-        )
-        for row in rows
-    ]
