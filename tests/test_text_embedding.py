@@ -71,6 +71,24 @@ def test_padding_in_a_batch_does_not_change_a_vector(embedder: LocalTextEmbedder
     assert np.allclose(together, alone, atol=1e-5)
 
 
+def test_the_traced_encoder_gives_eager_modes_vectors(
+    embedder: LocalTextEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    texts = ["x", "", *DESCRIPTIONS, "word " * 400] + [f"{'a b ' * i}c" for i in range(26)]
+    traced = embedder.embed(texts)
+    assert embedder._load()[1].traced
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("tracing is not available")
+
+    monkeypatch.setattr(torch.jit, "trace", refuse)
+    eager = LocalTextEmbedder()
+    assert not eager._load()[1].traced
+    assert np.allclose(traced, eager.embed(texts), atol=1e-5)
+
+
 def test_concurrent_callers_get_the_same_vectors(embedder: LocalTextEmbedder) -> None:
     expected = embedder.embed(DESCRIPTIONS)
     results: list[list[list[float]]] = []
