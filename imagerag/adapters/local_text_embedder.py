@@ -218,7 +218,7 @@ def _sentence_model(tokenizer: Any, encoder: Any) -> SentenceModel:
             warnings.simplefilter("ignore")  # torch.jit's deprecation and tracer warnings
             trace: Callable[..., Any] = torch.jit.trace  # untyped in torch's stubs
             example = _tokens(tokenizer, ["a", "a padded example of a few more words"])
-            graph = trace(eager, example, check_trace=False)
+            graph = SentenceModel(trace(eager, example, check_trace=False), traced=True)
             check = _tokens(tokenizer, ["another", "check of other lengths", "x y z " * 20])
             gap = float((graph(*check) - eager(*check)).abs().max())
     except Exception:  # a torch or transformers the tracer cannot follow
@@ -227,7 +227,7 @@ def _sentence_model(tokenizer: Any, encoder: Any) -> SentenceModel:
     if not gap <= 1e-5:
         logger.warning("the trace of %s differs from eager mode by %g; not used", MODEL.name, gap)
         return SentenceModel(eager, traced=False)
-    return SentenceModel(graph, traced=True)
+    return graph
 
 
 @dataclass(frozen=True)
@@ -237,6 +237,9 @@ class SentenceModel:
 
     def __call__(self, ids: Any, mask: Any) -> Any:
         import torch
+        from torch.jit._fuser import optimized_execution
 
-        with torch.inference_mode():
+        # Unoptimized: the recorded ops run as they are. The optimizing executor specializes
+        # the graph to each new (texts, tokens) shape, and descriptions come in many.
+        with torch.inference_mode(), optimized_execution(False):
             return self.model(ids, mask)
