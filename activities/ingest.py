@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import azure.durable_functions as df
 
-from imagerag import config, cpu_share, naming
+from imagerag import config, cpu_share, naming, warm_up
 from imagerag.ingestion import finish, image, plan, runs, sync_state
 from imagerag.ingestion.contract import (
     BEGIN_RUN,
@@ -94,9 +94,12 @@ def end_run(payload: SyncRef) -> EndRun:
 @ENSURE_INDEX.implementation
 def ensure_index(payload: EnsureIndexInput) -> IndexReady | IndexRefused:
     settings = config.settings()
-    return plan.ensure_index(
+    ready = plan.ensure_index(
         config.image_index(settings, payload["index"]), config.vectorizer(settings).model
     )
+    if "error" not in ready:
+        warm_up.models_for_ingestion(settings)  # the fan-out follows
+    return ready
 
 
 @bp.function_name(PLAN_RUN.name)

@@ -301,13 +301,14 @@ def image_index(settings: Settings, name: str) -> ImageIndex:
     return LocalImageIndex(
         directory=settings.local_data_dir / "index",
         name=name,
-        text_embedder=_text_embedder(),
+        text_embedder=text_embedder(),
         approximate_from=settings.local_graph_from_rows,
     )
 
 
 @functools.lru_cache(maxsize=1)
-def _text_embedder() -> TextEmbedder:
+def text_embedder() -> TextEmbedder:
+    """The process's description embedder, shared by every embedded index."""
     from imagerag.adapters.local_text_embedder import LocalTextEmbedder
 
     return LocalTextEmbedder(share=cpu_share.process_share())

@@ -62,3 +62,40 @@ def _warm_index(index: ImageIndex) -> bool:
     except Exception as exc:  # e.g. an existing index with other field names: the others go on
         logger.warning("warm-up: index %s not loaded: %s", index.name, exc)
         return False
+
+
+_models_lock = threading.Lock()
+_models_loading: list[threading.Thread] = []
+
+
+def models_for_ingestion(settings: config.Settings) -> list[threading.Thread]:
+    """An ingestion run is about to fan out: load the local image and text models side by
+    side in the background, once per process. Otherwise the text model (~5 s on 2 cores) loads
+    only when the first images are vectorized and want their descriptions embedded, and every
+    activity waits for it. Returns the loading threads (none with Azure AI Vision and Search).
+    """
+    with _models_lock:
+        if _models_loading:
+            return list(_models_loading)
+        from imagerag.adapters.local_text_embedder import LocalTextEmbedder
+        from imagerag.adapters.local_vectorizer import LocalVectorizer
+
+        loads: list[Callable[[], object]] = []
+        vectorizer = config.vectorizer(settings)
+        if isinstance(vectorizer, LocalVectorizer):
+            loads.append(vectorizer.warm)
+        embedder = config.text_embedder() if settings.search_endpoint is None else None
+        if isinstance(embedder, LocalTextEmbedder):
+            loads.append(embedder.warm)
+        for load in loads:
+            thread = threading.Thread(target=_logged, args=(load,), name="warm-models", daemon=True)
+            thread.start()
+            _models_loading.append(thread)
+        return list(_models_loading)
+
+
+def _logged(load: Callable[[], object]) -> None:
+    try:
+        load()
+    except Exception:  # the activities load what they need themselves
+        logger.exception("loading a model ahead of ingestion failed")

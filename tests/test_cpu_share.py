@@ -181,6 +181,29 @@ def test_text_embedder_gathers_waiting_descriptions_into_one_pass(
     assert embedder.bulk.passes == 2
 
 
+def test_a_bulk_pass_takes_the_descriptions_that_arrive_while_it_gathers(
+    recorded: tuple[LocalTextEmbedder, CpuShare, list[list[str]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A forward pass of the image model releases its images together; their descriptions
+    # reach the bulk lane a few ms apart and should make one pass, not "first alone + rest".
+    embedder, _, passes = recorded
+    texts = [f"description {i}" for i in range(6)]
+    gathered: list[float] = []
+
+    def gather(seconds: float) -> None:  # returns once every caller has queued
+        gathered.append(seconds)
+        until(lambda: embedder.bulk.waiting == len(texts))
+
+    monkeypatch.setattr(local_text_embedder, "sleep", gather)
+    with ThreadPoolExecutor(len(texts)) as pool:
+        calls = [pool.submit(embedder.embed, [text]) for text in texts]
+        results = [call.result(15) for call in calls]
+    assert results == [[[float(len(text))]] for text in texts]
+    assert sorted(passes[0]) == texts and len(passes) == 1
+    assert gathered == [local_text_embedder.BULK_GATHER_S]
+
+
 def test_text_embedder_remembers_recent_questions_not_descriptions(
     recorded: tuple[LocalTextEmbedder, CpuShare, list[list[str]]],
     monkeypatch: pytest.MonkeyPatch,

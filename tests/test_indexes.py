@@ -24,7 +24,7 @@ import pytest
 from azure.core.credentials import AzureKeyCredential
 from fakes.search_service import FakeSearchService
 
-from imagerag.adapters import local_index, local_states
+from imagerag.adapters import group_commit, local_index, local_states
 from imagerag.adapters.azure_search import AzureSearchImageIndex
 from imagerag.adapters.azure_search_schema import profile_name
 from imagerag.adapters.azure_search_wire import cosine_from_score
@@ -540,6 +540,32 @@ def test_local_group_commit_coalesces_concurrent_upserts(local: LocalImageIndex)
     assert len(local.vector_search(make_doc(0).image_vector, top=1000)) == 320
     writes = len(table.list_versions()) - versions_before
     assert writes < 320
+
+
+def test_local_group_commit_leader_takes_the_writers_that_queue_while_it_gathers(
+    local: LocalImageIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = lancedb.connect(local._directory).open_table("images-v")
+    versions_before = len(table.list_versions())
+    gathered: list[float] = []
+
+    def gather(seconds: float) -> None:  # returns once all 8 writers have queued
+        gathered.append(seconds)
+        for _ in range(3000):
+            if len(local._writer._queue) == 8:
+                return
+            threading.Event().wait(0.005)
+        raise AssertionError("the writers did not queue in 15 s")
+
+    monkeypatch.setattr(group_commit, "sleep", gather)
+    threads = [threading.Thread(target=local.upsert, args=([make_doc(i)],)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(local.get_states([f"doc-{i:04d}" for i in range(8)])) == 8
+    assert len(table.list_versions()) - versions_before == 1  # one write for all eight
+    assert gathered == [local_index.WRITE_GATHER_S]
 
 
 def test_local_group_commit_reports_failures_to_their_callers(local: LocalImageIndex) -> None:

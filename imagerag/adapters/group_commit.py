@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from time import sleep
 
 import pyarrow as pa
 
@@ -26,13 +27,15 @@ class Op:
 class GroupCommit:
     """Serialises writes and coalesces the ones that queue up while a write runs.
 
-    The first caller to find no write running becomes the leader: it takes everything queued
-    (its own op included), applies consecutive ops of one kind as one write, and wakes the
-    others. Every caller returns once its own op is committed, or raises its group's error.
+    The first caller to find no write running becomes the leader: it waits ``gather_s`` for
+    others to queue, takes everything queued (its own op included), applies consecutive ops of
+    one kind as one write, and wakes the others. Every caller returns once its own op is
+    committed, or raises its group's error.
     """
 
-    def __init__(self, apply: Callable[[str, list[Op]], None]) -> None:
+    def __init__(self, apply: Callable[[str, list[Op]], None], *, gather_s: float = 0.0) -> None:
         self._apply = apply
+        self._gather_s = gather_s
         self._cond = threading.Condition()
         self._queue: list[Op] = []
         self._writing = False
@@ -42,10 +45,14 @@ class GroupCommit:
             self._queue.append(op)
             while self._writing and not op.done:
                 self._cond.wait()
-            if not op.done:
+            leader = not op.done
+            if leader:
                 self._writing = True
+        if leader:
+            if self._gather_s:  # writers released together arrive a few ms apart
+                sleep(self._gather_s)
+            with self._cond:
                 batch, self._queue = self._queue, []
-        if not op.done:
             try:
                 self._run(batch)
             finally:

@@ -100,6 +100,10 @@ DEFAULT_FIELDS = FieldMapping()
 # LanceDB table names: letters, digits, underscore, hyphen, period.
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _IN_CHUNK = 1000  # ids per SQL IN (...) list
+# Ingestion's upserts come in bursts (one forward pass of the image model releases its images
+# together); a write costs ~25 ms of CPU however few rows it has, so the leader waits this long
+# for the burst to queue.
+WRITE_GATHER_S = 0.02
 # Each write adds a fragment and a version, and until compaction every lookup, write and search
 # lists all fragments: with 120 one-row fragments a lookup by id costs ~60 ms of CPU and an
 # upsert ~90, against 6 and 22 right after compaction, whatever the table's size. So the writer
@@ -158,7 +162,7 @@ class LocalImageIndex:
         self._caches: dict[str, VectorCache] = {}
         self._approximate_from = approximate_from
         self._quantised_from = quantised_from
-        self._writer = GroupCommit(self._apply)
+        self._writer = GroupCommit(self._apply, gather_s=WRITE_GATHER_S)
         self._known = KnownStates()  # what get_states answers from
         # Touched by the group-commit leader only.
         self._writes_since_compaction = 0

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from time import sleep
 from typing import Any
 
 from imagerag.cpu_share import CpuShare
@@ -30,6 +31,9 @@ BATCH = 32
 # ~22 ms alone and ~5 ms in a pass of 16 (the encoder's per-call cost is mostly Python, under
 # the GIL), so 16 chat questions at once cost 75 ms instead of 350.
 PASS_TEXTS = 16
+# Descriptions being indexed come in bursts (one forward pass of the image model releases its
+# images together): a bulk pass starts this long after its first text, to take the burst.
+BULK_GATHER_S = 0.02
 # Chat questions repeat (an image-chat prompt is often "what is this?" beside a new picture):
 # the vectors of this many recent ones are kept, saving a ~12 ms pass each time (2 cores).
 QUESTIONS_REMEMBERED = 1024
@@ -50,8 +54,11 @@ class _Lane:
         name: str,
         run_pass: Callable[[list[str]], list[list[float]]],
         admit: Callable[[], AbstractContextManager[None]],
+        *,
+        gather_s: float = 0.0,
     ) -> None:
         self._name = name
+        self._gather_s = gather_s
         self._run_pass = run_pass
         self._admit = admit
         self._queued = threading.Condition()
@@ -83,6 +90,9 @@ class _Lane:
         while True:
             with self._queued:
                 self._queued.wait_for(lambda: self._queue)
+            if self._gather_s:  # callers released together arrive a few ms apart
+                sleep(self._gather_s)
+            with self._queued:
                 taken = [self._queue.popleft()]
                 count = len(taken[0].texts)
                 while self._queue and count + len(self._queue[0].texts) <= PASS_TEXTS:
@@ -115,13 +125,19 @@ class LocalTextEmbedder:
         self._loaded: tuple[Any, SentenceModel] | None = None
         self._share = share if share is not None else CpuShare()
         self.interactive = _Lane("text-embedder-interactive", self._embed, nullcontext)
-        self.bulk = _Lane("text-embedder-bulk", self._embed, self._share.bulk)
+        self.bulk = _Lane(
+            "text-embedder-bulk", self._embed, self._share.bulk, gather_s=BULK_GATHER_S
+        )
         self._questions: collections.OrderedDict[str, list[float]] = collections.OrderedDict()
         self._questions_lock = threading.Lock()
 
     @property
     def model(self) -> ModelInfo:
         return MODEL
+
+    def warm(self) -> None:
+        """Loads the model (and traces it), so that the first texts do not wait for that."""
+        self._load()
 
     def embed(self, texts: list[str], *, interactive: bool = False) -> list[list[float]]:
         if not texts:
