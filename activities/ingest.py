@@ -98,7 +98,7 @@ def ensure_index(payload: EnsureIndexInput) -> IndexReady | IndexRefused:
         config.image_index(settings, payload["index"]), config.vectorizer(settings).model
     )
     if "error" not in ready:
-        warm_up.models_for_ingestion(settings)  # the fan-out follows
+        warm_up.models_for_ingestion(settings)  # before the fan-out, which needs them
     return ready
 
 

@@ -180,3 +180,29 @@ class PeakRss:
     @property
     def delta_mb(self) -> float:
         return self.peak_mb - self.start_mb
+
+
+class CpuSteal:
+    """The share of the machine's CPU time the hypervisor gave to others while the block ran
+    (the ``steal`` column of /proc/stat; 0 where there is none). On a shared VM it moves
+    throughput by tens of percent between runs, so benches print it beside their figures."""
+
+    def __enter__(self) -> CpuSteal:
+        self._start = _cpu_times()
+        self.share = 0.0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = _cpu_times()
+        total = sum(end) - sum(self._start)
+        if total > 0 and len(end) > 7:
+            self.share = (end[7] - self._start[7]) / total
+
+
+def _cpu_times() -> list[int]:
+    """user nice system idle iowait irq softirq steal ... (ticks, all CPUs)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            return [int(value) for value in stat.readline().split()[1:]]
+    except OSError:
+        return []

@@ -69,29 +69,31 @@ _models_loading: list[threading.Thread] = []
 
 
 def models_for_ingestion(settings: config.Settings) -> list[threading.Thread]:
-    """An ingestion run is about to fan out: load the local image and text models side by
-    side in the background, once per process. Otherwise the text model (~5 s on 2 cores) loads
-    only when the first images are vectorized and want their descriptions embedded, and every
-    activity waits for it. Returns the loading threads (none with Azure AI Vision and Search).
-    """
+    """An ingestion run is about to fan out: load the local image and text models, side by
+    side, and return once both are loaded (the threads that loaded them; once per process,
+    none with Azure AI Vision and Search). Its first images would wait for them anyway, and
+    loading them while 16 activities hold the GIL is slow: the text model took 15 s that way,
+    ~3 s alone (2 cores)."""
     with _models_lock:
-        if _models_loading:
-            return list(_models_loading)
-        from imagerag.adapters.local_text_embedder import LocalTextEmbedder
-        from imagerag.adapters.local_vectorizer import LocalVectorizer
+        if not _models_loading:
+            from imagerag.adapters.local_text_embedder import LocalTextEmbedder
+            from imagerag.adapters.local_vectorizer import LocalVectorizer
 
-        loads: list[Callable[[], object]] = []
-        vectorizer = config.vectorizer(settings)
-        if isinstance(vectorizer, LocalVectorizer):
-            loads.append(vectorizer.warm)
-        embedder = config.text_embedder() if settings.search_endpoint is None else None
-        if isinstance(embedder, LocalTextEmbedder):
-            loads.append(embedder.warm)
-        for load in loads:
-            thread = threading.Thread(target=_logged, args=(load,), name="warm-models", daemon=True)
-            thread.start()
-            _models_loading.append(thread)
-        return list(_models_loading)
+            loads: list[Callable[[], object]] = []
+            vectorizer = config.vectorizer(settings)
+            if isinstance(vectorizer, LocalVectorizer):
+                loads.append(vectorizer.warm)
+            embedder = config.text_embedder() if settings.search_endpoint is None else None
+            if isinstance(embedder, LocalTextEmbedder):
+                loads.append(embedder.warm)
+            for load in loads:
+                thread = threading.Thread(target=_logged, args=(load,), name="warm-models")
+                thread.start()
+                _models_loading.append(thread)
+        loading = list(_models_loading)
+    for thread in loading:
+        thread.join()
+    return loading
 
 
 def _logged(load: Callable[[], object]) -> None:

@@ -402,8 +402,9 @@ class LocalImageIndex:
 
     def _apply(self, kind: str, ops: list[Op]) -> None:
         """Runs in the group-commit leader: one LanceDB write for ``ops`` of one kind."""
+        table = self._require()  # before the map's lock: drop() takes the two the other way
         with self._known.lock:  # lookups wait for the write and its report to the map
-            self._write(self._require(), kind, ops)
+            self._write(table, kind, ops)
 
     def _write(self, table: Any, kind: str, ops: list[Op]) -> None:
         known = self._known

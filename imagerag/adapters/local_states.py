@@ -2,7 +2,7 @@
 
 A LanceDB lookup by id costs 10-15 ms of CPU however small the table (query planning), and
 ingestion makes one per image. KnownStates holds the state columns of one table version
-(~25 MB of Arrow at 100,000 documents, read in ~0.15 s), and a lookup costs a version check.
+(~25 MB of Arrow at 100,000 documents, read in ~0.2 s), and a lookup costs a version check.
 
 The handle's own writes carry it along: a write that committed version v while it held v - 1
 is applied to it. Anything else (another handle's or process's write, a compaction) leaves it
