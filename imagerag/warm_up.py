@@ -72,8 +72,8 @@ def models_for_ingestion(settings: config.Settings) -> list[threading.Thread]:
     """An ingestion run is about to fan out: load the local image and text models, side by
     side, and return once both are loaded (the threads that loaded them; once per process,
     none with Azure AI Vision and Search). Its first images would wait for them anyway, and
-    loading them while 16 activities hold the GIL is slow: the text model took 15 s that way,
-    ~3 s alone (2 cores)."""
+    a model loaded beside 16 busy activities waits for the GIL: loaded that way, the text model
+    took 8-15 s of a run's first seconds (2 cores)."""
     with _models_lock:
         if not _models_loading:
             from imagerag.adapters.local_text_embedder import LocalTextEmbedder

@@ -30,15 +30,15 @@ logger = logging.getLogger(__name__)
 MODEL = ModelInfo(name="all-minilm-l6-v2", version="1", dimensions=384, supports_text=True)
 MAX_TOKENS = 256  # the model was trained with this sequence length
 BATCH = 32
-# Each pass gathers the texts of the callers that queued meanwhile: on 2 cores one text costs
-# ~22 ms alone and ~5 ms in a pass of 16 (the encoder's per-call cost is mostly Python, under
-# the GIL), so 16 chat questions at once cost 75 ms instead of 350.
+# Each pass gathers the texts of the callers that queued meanwhile: on 2 cores a short text
+# costs ~9 ms alone and ~2.4 ms in a pass of 16, so 16 chat questions at once cost ~40 ms
+# instead of ~150.
 PASS_TEXTS = 16
 # Descriptions being indexed come in bursts (one forward pass of the image model releases its
 # images together): a bulk pass starts this long after its first text, to take the burst.
 BULK_GATHER_S = 0.02
 # Chat questions repeat (an image-chat prompt is often "what is this?" beside a new picture):
-# the vectors of this many recent ones are kept, saving a ~12 ms pass each time (2 cores).
+# the vectors of this many recent ones are kept, saving a ~9 ms pass each time (2 cores).
 QUESTIONS_REMEMBERED = 1024
 
 
@@ -220,8 +220,8 @@ def _sentence_model(tokenizer: Any, encoder: Any) -> SentenceModel:
 
     Why traced: in eager mode each of the encoder's ops goes back through the interpreter and
     waits for the GIL behind ingestion's other threads; the trace runs in C++ without it. A
-    pass of 16 descriptions beside 4 busy Python threads took 3.2 s in eager mode and 0.63 s
-    traced (2 cores; 42 and 35 ms on a quiet machine). It is made from a padded batch, so the
+    pass of 16 descriptions beside 4 busy Python threads took 3.4 s in eager mode and 0.22 s
+    traced (2 cores; 42 and 38 ms on a quiet machine). It is made from a padded batch, so the
     mask is applied whatever the lengths, and checked against eager mode on a batch of another
     size and length before it is used.
     """
