@@ -163,11 +163,14 @@ def test_rows_of_any_length_and_count_are_scored(dims: int, rows: int) -> None:
     assert np.abs(scores - matrix @ query).max() < 0.1
 
 
+def positive_unit_rows(seed: int, rows: int, dims: int) -> np.ndarray:
+    matrix = np.abs(np.random.default_rng(seed).standard_normal((rows, dims))).astype(np.float32)
+    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+
+
 def test_a_rewritten_row_is_coded_as_if_all_were_coded_afresh() -> None:
     # The packed layout interleaves blocks of rows: one write re-codes its whole block.
-    rng = np.random.default_rng(3)
-    matrix = np.abs(rng.standard_normal((300, 384))).astype(np.float32)
-    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    matrix = positive_unit_rows(3, 300, 384)
     kept = local_quantised.QuantisedRows(384)
     kept.set(np.arange(300), matrix)
     matrix[[37, 200]] = matrix[[5, 6]]
@@ -181,9 +184,7 @@ def test_a_rewritten_row_is_coded_as_if_all_were_coded_afresh() -> None:
 
 def test_a_large_write_is_coded_in_pieces_as_one_would_be() -> None:
     # Over 128 blocks at once, set() codes them a piece at a time (to bound its copies).
-    rng = np.random.default_rng(4)
-    matrix = np.abs(rng.standard_normal((9000, 16))).astype(np.float32)
-    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    matrix = positive_unit_rows(4, 9000, 16)
     whole = local_quantised.QuantisedRows(16)
     whole.set(np.arange(9000), matrix)
     halves = local_quantised.QuantisedRows(16)

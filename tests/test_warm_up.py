@@ -92,30 +92,32 @@ def test_a_failing_warm_up_is_logged_not_raised(caplog: pytest.LogCaptureFixture
     assert "warm-up failed" in caplog.text
 
 
-def test_an_ingestion_run_loads_both_local_models_side_by_side_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def models_loaded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Which local models were loaded ahead of ingestion, in a process that loaded none yet."""
     loaded: list[str] = []
     monkeypatch.setattr(LocalVectorizer, "warm", lambda self: loaded.append("image"))
     monkeypatch.setattr(LocalTextEmbedder, "warm", lambda self: loaded.append("text"))
     monkeypatch.setattr(warm_up, "_models_loading", [])
+    return loaded
+
+
+def test_an_ingestion_run_loads_both_local_models_side_by_side_once(
+    tmp_path: Path, models_loaded: list[str]
+) -> None:
     threads = warm_up.models_for_ingestion(settings_for(tmp_path))
-    assert sorted(loaded) == ["image", "text"] and len(threads) == 2  # loaded on return
+    assert sorted(models_loaded) == ["image", "text"] and len(threads) == 2  # loaded on return
     assert warm_up.models_for_ingestion(settings_for(tmp_path)) == threads  # once per process
-    assert sorted(loaded) == ["image", "text"]
+    assert sorted(models_loaded) == ["image", "text"]
 
 
 def test_an_ingestion_run_loads_no_local_model_with_azure_vision_and_search(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, models_loaded: list[str]
 ) -> None:
-    loaded: list[str] = []
-    monkeypatch.setattr(LocalVectorizer, "warm", lambda self: loaded.append("image"))
-    monkeypatch.setattr(LocalTextEmbedder, "warm", lambda self: loaded.append("text"))
-    monkeypatch.setattr(warm_up, "_models_loading", [])
     azure = settings_for(
         tmp_path,
         AZURE_VISION_ENDPOINT="https://vision.example.net",
         AZURE_SEARCH_ENDPOINT="https://search.example.net",
     )
     assert warm_up.models_for_ingestion(azure) == []
-    assert loaded == []
+    assert models_loaded == []

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 import pyarrow as pa
@@ -57,14 +58,7 @@ class KnownStates:
             for doc_id, description, source in patches:
                 state = self._state(doc_id)
                 if state is not None:
-                    self._changed[doc_id] = DocumentState(
-                        id=doc_id,
-                        content_hash=state.content_hash,
-                        description=description,
-                        source=source,
-                        model_name=state.model_name,
-                        model_version=state.model_version,
-                    )
+                    self._changed[doc_id] = replace(state, description=description, source=source)
 
     def deleted(self, version: int, ids: Iterable[str]) -> None:
         if self._follows(version):
