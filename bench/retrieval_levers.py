@@ -28,7 +28,7 @@ POOLS = ("gap", "gem", "mac", "rmac")
 
 def pixels(data: bytes, geometry: str, mirrored: bool) -> np.ndarray:
     if geometry == "crop224":
-        array = lv.preprocess(data)
+        array = ((lv.preprocess(data).astype(np.float32) - 127.0) / 128.0).transpose(2, 0, 1)
     else:
         side = int(geometry.removeprefix("full"))
         image = Image.open(io.BytesIO(data)).convert("RGB")

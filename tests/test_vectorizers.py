@@ -153,6 +153,21 @@ def test_local_undecodable_bytes_are_input_errors(local: LocalVectorizer, data: 
         local.vectorize_image(data)
 
 
+def test_local_warm_runs_a_pass_on_the_worker_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The worker thread's pass: where a GPU's cuDNN plans are cached (per thread).
+    threads: list[str] = []
+    real = local_vectorizer.embed_batch
+
+    def recorded(model: object, batch: np.ndarray) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        return real(model, batch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(local_vectorizer, "embed_batch", recorded)
+    vectorizer = LocalVectorizer()
+    vectorizer.warm()
+    assert threads == ["local-vectorizer"] and vectorizer.forward_passes == 1
+
+
 def test_local_has_no_text_encoder(local: LocalVectorizer) -> None:
     with pytest.raises(VectorizerInputError, match="no text encoder"):
         local.vectorize_text("a red bicycle")
@@ -166,7 +181,8 @@ def test_local_traced_pass_gives_the_eager_vectors_bit_for_bit() -> None:
     normalize = torch.nn.functional.normalize
     for count in (1, 3):
         pixels = np.stack([preprocess(picture_bytes(seed)) for seed in range(30, 30 + count)])
-        inputs = torch.from_numpy(pixels).contiguous(memory_format=torch.channels_last)
+        # NHWC crops seen as NCHW (channels-last in memory), scaled as the Lite models expect.
+        inputs = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() - 127.0) / 128.0
         with torch.inference_mode():
             coarse = torch.nn.functional.interpolate(
                 inputs, size=(128, 128), mode="bilinear", antialias=True
@@ -253,6 +269,7 @@ def gated(monkeypatch: pytest.MonkeyPatch) -> Iterator[GatedModel]:
     """The local vectorizer's model replaced by a GatedModel; the picture bytes are a label."""
     model = GatedModel()
     monkeypatch.setattr(local_vectorizer, "load_model", lambda: None)
+    monkeypatch.setattr(local_vectorizer, "runs_on_gpu", lambda model: False)
     monkeypatch.setattr(local_vectorizer, "embed_batch", model.embed)
     monkeypatch.setattr(
         local_vectorizer,
@@ -312,6 +329,30 @@ def test_local_interactive_request_jumps_the_bulk_queue(gated: GatedModel) -> No
     # While queries are recent, bulk passes are short: a query waits for one of these.
     assert [len(p) for p in passes[2:]] == [4, 4, 4, 4]
     assert sorted(sum(passes[2:], [])) == list(range(1, 17))
+
+
+def test_local_gpu_passes_run_at_power_of_two_sizes(
+    gated: GatedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local_vectorizer, "runs_on_gpu", lambda model: True)
+    monkeypatch.setattr(local_vectorizer, "decoder_processes", lambda model: 0)
+    lanes = Lanes(LocalVectorizer(max_batch=16, max_wait_s=0.0), gated)
+    lanes.hold_worker()
+    for label in range(1, 6):
+        lanes.call(label)
+    lanes.until_waiting(0, 5)
+    passes = lanes.release()  # each caller still gets its own vector (checked there)
+    # 5 images run as a batch of 8 (3 rows of padding, label 0): few shapes for cuDNN to plan.
+    assert passes == [[0], [1, 2, 3, 4, 5, 0, 0, 0]]
+
+
+@pytest.mark.parametrize(
+    ("count", "max_batch", "size"), [(1, 16, 1), (5, 16, 8), (16, 16, 16), (70, 100, 100)]
+)
+def test_gpu_batch_size_is_the_next_power_of_two_up_to_the_limit(
+    count: int, max_batch: int, size: int
+) -> None:
+    assert local_vectorizer.gpu_batch_size(count, max_batch) == size
 
 
 def test_local_bulk_batches_are_full_without_recent_interactive_work(gated: GatedModel) -> None:
@@ -375,11 +416,16 @@ def _saved(image: Image.Image, fmt: str, **options: object) -> bytes:
     return buffer.getvalue()
 
 
-def test_preprocess_shape_and_scaling() -> None:
+def scaled(data: bytes) -> np.ndarray:
+    """The model's input as its first step scales it: (pixel - 127) / 128."""
+    return (preprocess(data).astype(np.float32) - 127.0) / 128.0
+
+
+def test_preprocess_gives_the_8_bit_centre_crop() -> None:
     pixels = preprocess(picture_bytes(6, size=(640, 360)))
-    assert pixels.shape == (3, 224, 224) and pixels.dtype == np.float32
+    assert pixels.shape == (224, 224, 3) and pixels.dtype == np.uint8
     white = preprocess(_saved(Image.new("RGB", (50, 40), (255, 255, 255)), "PNG"))
-    assert np.allclose(white, 1.0)  # (255 - 127) / 128
+    assert (white == 255).all()
 
 
 @pytest.mark.parametrize("mode", ["L", "1", "P", "RGBA", "LA", "CMYK", "I;16", "I"])
@@ -393,17 +439,17 @@ def test_preprocess_converts_modes_to_rgb(mode: str) -> None:
     else:
         image = rgb.convert(mode)
     fmt = "TIFF" if mode in ("CMYK", "I") else "PNG"
-    pixels = preprocess(_saved(image, fmt))
-    assert pixels.shape == (3, 224, 224)
+    pixels = scaled(_saved(image, fmt))
+    assert pixels.shape == (224, 224, 3)
     if mode in ("L", "I;16", "I"):
         # 16-bit data is rescaled, not clipped: it matches the 8-bit greyscale picture.
-        expected = preprocess(_saved(rgb.convert("L"), "PNG"))
+        expected = scaled(_saved(rgb.convert("L"), "PNG"))
         assert np.abs(pixels - expected).mean() < 0.02, mode
 
 
 def test_preprocess_flattens_transparency_onto_white() -> None:
     clear = Image.new("RGBA", (40, 40), (0, 0, 0, 0))
-    assert np.allclose(preprocess(_saved(clear, "PNG")), 1.0)
+    assert np.allclose(scaled(_saved(clear, "PNG")), 1.0)
 
 
 def test_preprocess_applies_exif_orientation() -> None:
@@ -412,21 +458,21 @@ def test_preprocess_applies_exif_orientation() -> None:
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 clockwise to display": undoes the stored rotation
     tagged = _saved(stored, "JPEG", quality=95, exif=exif)
-    expected = preprocess(encode(upright, "JPEG", quality=95))
-    assert np.abs(preprocess(tagged) - expected).mean() < 0.05
-    assert np.abs(preprocess(_saved(stored, "JPEG", quality=95)) - expected).mean() > 0.1
+    expected = scaled(encode(upright, "JPEG", quality=95))
+    assert np.abs(scaled(tagged) - expected).mean() < 0.05
+    assert np.abs(scaled(_saved(stored, "JPEG", quality=95)) - expected).mean() > 0.1
 
 
 def test_preprocess_uses_the_first_frame_of_an_animation() -> None:
     first, second = picture(9).convert("P"), picture(10).convert("P")
     animated = _saved(first, "GIF", save_all=True, append_images=[second], duration=100)
-    assert np.allclose(preprocess(animated), preprocess(_saved(first, "GIF")))
+    assert np.allclose(scaled(animated), scaled(_saved(first, "GIF")))
 
 
 def test_preprocess_jpeg_draft_keeps_the_geometry() -> None:
     large = picture(11, size=(1600, 1200))
-    drafted = preprocess(encode(large, "JPEG", quality=95))
-    exact = preprocess(_saved(large, "PNG"))
+    drafted = scaled(encode(large, "JPEG", quality=95))
+    exact = scaled(_saved(large, "PNG"))
     assert np.abs(drafted - exact).mean() < 0.05
 
 

@@ -5,11 +5,13 @@ inside functions; importing this module costs nothing.
 
 Pipeline per image, in the caller's thread (PIL releases the GIL while decoding):
 decode (JPEG ``draft`` scaling, first frame, EXIF orientation, any mode -> RGB) -> shorter
-side to 224 px -> centre 224x224 crop -> ``(pixel - 127) / 128``; the verification thumbnail
-(:mod:`imagerag.verification`) comes from the same decoded picture. One worker thread then
-batches the waiting requests into one forward pass, run as a traced graph that does not hold
-the GIL: ``extract_features`` of the crop (1280 x 7 x 7) and of the crop at 128 px (4 x 4),
-R-MAC regional max pooling (:func:`rmac`) of each, L2-normalised and summed, L2 normalisation.
+side to 224 px -> centre 224x224 crop, kept as 8-bit RGB; the verification thumbnail
+(:mod:`imagerag.verification`) comes from the same decoded picture. Where the model runs on a
+GPU, bulk images are decoded in worker processes instead (:mod:`.local_decoders`). One worker
+thread then batches the waiting requests into one forward pass, run as a traced graph that
+does not hold the GIL: ``(pixel - 127) / 128``, ``extract_features`` of the crop
+(1280 x 7 x 7) and of the crop at 128 px (4 x 4), R-MAC regional max pooling (:func:`rmac`)
+of each, L2-normalised and summed, L2 normalisation.
 
 Why shorter side + centre crop: a user's query is typically a centre-cropped, re-encoded copy
 of an indexed picture, often with another aspect ratio. A square centre crop makes the vector
@@ -40,6 +42,7 @@ from typing import TYPE_CHECKING, Any, cast
 from PIL import ExifTags, Image
 
 from imagerag import images, verification
+from imagerag.adapters.local_decoders import DecoderProcesses
 from imagerag.cpu_share import CpuShare
 from imagerag.ports import ImageEmbedding, ModelInfo, VectorizerError, VectorizerInputError
 
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
     import torch
 
     FloatArray = npt.NDArray[np.float32]
+    PixelArray = npt.NDArray[np.uint8]
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +168,30 @@ def _load_model_locked() -> torch.nn.Module:
     return cast("torch.nn.Module", model)
 
 
+def decoder_processes(model: torch.nn.Module) -> int:
+    """Worker processes to decode bulk images in: on a GPU all cores but one (the parent's
+    threads feed the model), from 4 cores; none where the model runs on the CPU, whose passes
+    take every core (decoding in the callers' threads costs less there)."""
+    cores = cpu_count()
+    return cores - 1 if runs_on_gpu(model) and cores >= 4 else 0
+
+
+def runs_on_gpu(model: torch.nn.Module) -> bool:
+    return next(model.parameters()).device.type == "cuda"
+
+
+def gpu_batch_size(count: int, max_batch: int) -> int:
+    """The batch size a GPU pass of ``count`` images runs at: the next power of two, at most
+    ``max_batch`` (the rest of the batch is padding).
+
+    Why: cuDNN execution plans are made for each input shape, and PyTorch caches them per
+    thread; on an H200 the worker thread spent seconds on plans for each new batch size, so
+    the vectorizer ran at 27-320 images/s against the raw model's 6,700. A few sizes are
+    planned once each.
+    """
+    return min(max_batch, 1 << (count - 1).bit_length())
+
+
 def decode(data: bytes) -> Image.Image:
     """The picture as an RGB image whose shorter side is IMAGE_SIZE (before the crop).
 
@@ -276,34 +304,39 @@ def _shorter_side_to(image: Image.Image, side: int) -> Image.Image:
     return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=REDUCING_GAP)
 
 
-def preprocess(data: bytes) -> FloatArray:
-    """Image bytes -> float32 array (3, 224, 224) scaled as the Lite models expect.
+def preprocess(data: bytes) -> PixelArray:
+    """Image bytes -> the model's input: the (224, 224, 3) uint8 RGB centre crop.
 
     Pure and thread-safe; does not import torch.
     """
     return centre_pixels(decode(data))
 
 
-def prepared(data: bytes) -> tuple[FloatArray, bytes]:
+def prepared(data: bytes) -> tuple[PixelArray, bytes]:
     """Image bytes -> (the model's input as :func:`preprocess` makes it, the verification
     thumbnail), from one decode."""
     image = decode(data)
     return centre_pixels(image), verification.thumbnail(image)
 
 
-def centre_pixels(image: Image.Image) -> FloatArray:
-    """A decoded picture (:func:`decode`) -> its centre crop as the model's input."""
+def centre_pixels(image: Image.Image) -> PixelArray:
+    """A decoded picture (:func:`decode`) -> its centre crop as the model's input, 8-bit.
+
+    Scaling to floats is the model's first step (:func:`embed_batch`): a crop is a quarter of
+    the bytes to stack, copy to a GPU or send from a worker process, and the rows of the
+    (n, 224, 224, 3) batch are already the channels-last layout the model runs in.
+    """
     import numpy as np
 
     width, height = image.size
     left, top = (width - IMAGE_SIZE) // 2, (height - IMAGE_SIZE) // 2
     crop = image.crop((left, top, left + IMAGE_SIZE, top + IMAGE_SIZE))
-    pixels = np.asarray(crop, dtype=np.float32)
-    return np.ascontiguousarray(((pixels - 127.0) / 128.0).transpose(2, 0, 1))
+    return np.array(crop, dtype=np.uint8)
 
 
-def embed_batch(model: torch.nn.Module, batch: FloatArray) -> FloatArray:
-    """(n, 3, 224, 224) preprocessed images -> (n, 1280) unit vectors, one forward pass.
+def embed_batch(model: torch.nn.Module, batch: PixelArray) -> FloatArray:
+    """(n, 224, 224, 3) centre crops (:func:`preprocess`) -> (n, 1280) unit vectors, one
+    forward pass.
 
     The pass runs as a traced graph (see :func:`traced`), falling back to eager mode where
     tracing failed; both give the same vectors, bit for bit.
@@ -312,7 +345,8 @@ def embed_batch(model: torch.nn.Module, batch: FloatArray) -> FloatArray:
     from torch.jit._fuser import optimized_execution
 
     device = next(model.parameters()).device
-    inputs = torch.from_numpy(batch).to(device).contiguous(memory_format=torch.channels_last)
+    # NHWC rows seen as NCHW: the channels-last layout, without a copy.
+    inputs = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2)
     graph = traced(model)
     with torch.inference_mode():
         if graph is None:
@@ -324,9 +358,10 @@ def embed_batch(model: torch.nn.Module, batch: FloatArray) -> FloatArray:
     return cast("FloatArray", vectors.cpu().numpy())
 
 
-def _embed(model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+def _embed(model: torch.nn.Module, crops: torch.Tensor) -> torch.Tensor:
     import torch
 
+    inputs = (crops.float() - 127.0) / 128.0  # the Lite models' scaling, in float32
     normalize = torch.nn.functional.normalize
     coarse = torch.nn.functional.interpolate(
         inputs, size=(COARSE_SIZE, COARSE_SIZE), mode="bilinear", antialias=True
@@ -401,7 +436,7 @@ def _trace(model: torch.nn.Module) -> Any:
             return _embed(self.net, inputs)
 
     device = next(model.parameters()).device
-    example = torch.zeros((1, 3, IMAGE_SIZE, IMAGE_SIZE), device=device)
+    example = torch.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=torch.uint8, device=device)
     started = time.perf_counter()
     try:
         with warnings.catch_warnings(), torch.no_grad():
@@ -411,7 +446,7 @@ def _trace(model: torch.nn.Module) -> Any:
             trace: Callable[..., Any] = torch.jit.trace  # untyped in torch's stubs
             graph = trace(
                 Embed(model).eval(),
-                example.contiguous(memory_format=torch.channels_last),
+                example.permute(0, 3, 1, 2),
                 check_trace=False,
             )
     except Exception:  # a torch without (working) tracing: eager mode still works
@@ -426,7 +461,7 @@ def _trace(model: torch.nn.Module) -> Any:
 
 @dataclass(slots=True)
 class _Request:
-    pixels: FloatArray
+    pixels: PixelArray
     future: Future[list[float]]
     interactive: bool
     thumbnail: bytes
@@ -441,6 +476,9 @@ class LocalVectorizer:
 
     ``max_batch`` defaults to 16: on 2 cores a batch of 4-16 ran ~2x faster per image than a
     batch of 32 (cache footprint), and 16 is the Functions host's activity concurrency.
+
+    ``decoder_processes``: worker processes that decode bulk images (0: the callers' threads
+    do); by default :func:`decoder_processes` of the model, decided at the first bulk image.
 
     Two lanes share the worker. ``interactive=True`` requests (a chat query) are served
     before any waiting bulk (ingestion) request, in batches of their own, without waiting for
@@ -460,13 +498,14 @@ class LocalVectorizer:
         bulk_batch_near_interactive: int = DEFAULT_BULK_BATCH_NEAR_INTERACTIVE,
         interactive_streak: int = DEFAULT_INTERACTIVE_STREAK,
         share: CpuShare | None = None,
+        decoder_processes: int | None = None,
     ) -> None:
         if min(max_batch, bulk_batch_near_interactive, interactive_streak) < 1:
             raise ValueError(
                 "max_batch, bulk_batch_near_interactive and interactive_streak must be at least 1"
             )
-        if max_wait_s < 0:
-            raise ValueError("max_wait_s must not be negative")
+        if max_wait_s < 0 or (decoder_processes or 0) < 0:
+            raise ValueError("max_wait_s and decoder_processes must not be negative")
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
         self._bulk_batch_near_interactive = min(max_batch, bulk_batch_near_interactive)
@@ -478,6 +517,8 @@ class LocalVectorizer:
         self._streak = 0  # interactive passes in a row while bulk requests waited
         self._worker: threading.Thread | None = None
         self._worker_lock = threading.Lock()
+        self._decoder_processes = decoder_processes
+        self._decoders: DecoderProcesses[tuple[PixelArray, bytes]] | None = None
         self._stats_lock = threading.Lock()
         self._forward_passes = 0
         self._images_embedded = 0
@@ -507,11 +548,13 @@ class LocalVectorizer:
             return len(self._interactive), len(self._bulk)
 
     def warm(self) -> None:
-        """Loads the model and runs one pass (which traces it), so that the first query after
-        a start does not wait for that."""
+        """Runs one pass on the worker thread (which loads and traces the model and, on a GPU,
+        makes that thread's cuDNN plans), so that the first query after a start does not wait
+        for that."""
         import numpy as np
 
-        embed_batch(load_model(), np.zeros((1, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32))
+        blank = np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+        self._queued(_Request(blank, Future(), interactive=True, thumbnail=b""))
 
     def vectorize_image(self, data: bytes, *, interactive: bool = False) -> list[float]:
         return self.embed_image(data, interactive=interactive).vector
@@ -523,17 +566,32 @@ class LocalVectorizer:
         with self._share.bulk():
             return self._embed_image(data, interactive=False)
 
+    def close(self) -> None:
+        """Stops the decoder processes, if any (the model's worker thread is a daemon)."""
+        with self._worker_lock:
+            decoders, self._decoders = self._decoders, None
+            self._decoder_processes = 0
+        if decoders is not None:
+            decoders.close()
+
     def _embed_image(self, data: bytes, *, interactive: bool) -> ImageEmbedding:
-        pixels, thumbnail = prepared(data)
-        request = _Request(pixels, Future(), interactive, thumbnail)
+        # A chat query is decoded at once, in its own thread: it must not queue behind bulk
+        # images waiting for a decoder process.
+        decoders = None if interactive else self._bulk_decoders()
+        pixels, thumbnail = prepared(data) if decoders is None else decoders.run(data)
+        vector = self._queued(_Request(pixels, Future(), interactive, thumbnail))
+        return ImageEmbedding(vector, thumbnail)
+
+    def _queued(self, request: _Request) -> list[float]:
+        """The request's vector, from the worker's next pass of its lane."""
         self._ensure_worker()
         with self._lanes:
-            if interactive:
+            if request.interactive:
                 self._interactive.append(request)
             else:
                 self._bulk.append(request)
             self._lanes.notify()
-        return ImageEmbedding(request.future.result(), request.thumbnail)
+        return request.future.result()
 
     def vectorize_text(self, text: str, *, interactive: bool = False) -> list[float]:
         raise VectorizerInputError(
@@ -542,6 +600,15 @@ class LocalVectorizer:
         )
 
     # ----------------------------------------------------------------------- worker
+
+    def _bulk_decoders(self) -> DecoderProcesses[tuple[PixelArray, bytes]] | None:
+        with self._worker_lock:
+            if self._decoder_processes is None:
+                self._decoder_processes = decoder_processes(load_model())
+            if self._decoders is None and self._decoder_processes > 0:
+                self._decoders = DecoderProcesses(prepared, self._decoder_processes)
+                logger.info("decoding bulk images in %d processes", self._decoder_processes)
+            return self._decoders
 
     def _ensure_worker(self) -> None:
         with self._worker_lock:
@@ -605,7 +672,11 @@ class LocalVectorizer:
         if not live:
             return
         model = load_model()
-        vectors = embed_batch(model, np.stack([r.pixels for r in live]))
+        pixels = np.stack([r.pixels for r in live])
+        if runs_on_gpu(model):
+            padding = gpu_batch_size(len(live), self._max_batch) - len(live)
+            pixels = np.concatenate([pixels, np.zeros((padding, *pixels.shape[1:]), np.uint8)])
+        vectors = embed_batch(model, pixels)[: len(live)]
         with self._stats_lock:
             self._forward_passes += 1
             self._images_embedded += len(live)
