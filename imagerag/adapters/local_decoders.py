@@ -117,6 +117,7 @@ class DecoderProcesses(Generic[Result]):
             # A process died (killed for memory, say): the pool refuses all work from then
             # on, so a new one takes over, once.
             logger.warning("a decoder process died; starting new decoder processes")
+            self._pool.shutdown(wait=False)
             self._pool = self._new_pool()
             try:
                 done = self._pool.submit(_each, self._function, items)
