@@ -106,7 +106,8 @@ def main() -> None:
     images = pictures(args.images)
     cores = lv.cpu_count()
     processes = max(1, cores - 1)
-    print(f"decoding in 16 threads: {decode_in_threads(images, 16):.0f} images/s", flush=True)
+    threaded = decode_in_threads(images, 16)
+    print(f"decoding in 16 threads: {threaded:.0f} images/s", flush=True)
     decoded = decode_in_processes(images, processes, 64)
     print(f"decoding in {processes} processes: {decoded:.0f} images/s", flush=True)
 
@@ -152,7 +153,7 @@ def main() -> None:
     in_threads = max(rate for (_, _, in_processes), rate in results.items() if not in_processes)
     print(
         f"RESULT device={device.type} cores={os.cpu_count()} raw_best={best:.0f} "
-        f"decode_threads16={decode_in_threads(images[:1024], 16):.0f} "
+        f"decode_threads16={threaded:.0f} "
         f"decode_processes={decoded:.0f} vectorizer={vectorizer:.0f} "
         f"ratio={vectorizer / best:.2f} threads_vectorizer={in_threads:.0f} "
         f"threads_ratio={in_threads / best:.2f} cosine_gpu_cpu_min={cosine:.6f}"
