@@ -30,7 +30,8 @@ Last line: ``RESULT images=... seconds=... images_per_s=... raw_model_images_per
 local_ratio=... tenth_rates=r1,...,r10 last_over_first=... peak_rss_mb=... rss_tenths_mb=...
 status_p95_ms=... list_p95_ms=... largest_history_events=... steal_pct=... raw_steal_pct=...
 [seeded_docs=... seeded_images_per_s=... seeded_tenth_rates=... seeded_peak_rss_mb=...
-seeded_ratio=...] [cloud_images_per_s=... cloud_ratio=... cloud_steal_pct=...]``
+seeded_ratio=...] [cloud_images_per_s=... cloud_ratio=... cloud_tenth_rates=...
+cloud_steal_pct=...]``
 """
 
 from __future__ import annotations
@@ -326,8 +327,10 @@ def main() -> None:
                 with CpuSteal() as cloud_steal:
                     cloud_watch, _ = run(stack, "images", cloud_paths, args.timeout)
             cloud_rate = args.cloud_images / crossing(cloud_watch.samples, args.cloud_images)
+            cloud_tenths, _ = tenths(cloud_watch, args.cloud_images)
             cloud = (
                 f" cloud_images_per_s={cloud_rate:.2f} cloud_ratio={cloud_rate / 20:.2f}"
+                f" cloud_tenth_rates={','.join(f'{r:.2f}' for r in cloud_tenths)}"
                 f" cloud_steal_pct={100 * cloud_steal.share:.0f}"
             )
             print(f"stand-in: {vision.count(429)} x 429, {len(vision.violations)} violations")

@@ -6,6 +6,7 @@ function of the metadata files present in the container, whatever the order of e
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from sample_images import encode, picture_bytes
 from storage_gate import StorageGate
 
 from imagerag.adapters.local_vectorizer import LocalVectorizer
+from imagerag.ingestion import image
 
 REPO = Path(__file__).resolve().parent.parent
 # Azurite's published development account (the key opens only the local emulator).
@@ -290,6 +292,9 @@ def test_a_superseded_run_ends_with_a_report_and_stops_its_queued_work(gated) ->
     app.put_metadata("metadata.json", metadata(*paths))
     wait(lambda: gate.waiting > 0, 60, "the first run to read images")
     app.put_metadata("metadata.json", metadata(*paths[:3]))  # a new version: 3 entries
+    # The change is recorded (put_metadata waited for it), but an activity reuses the answer
+    # of its last check for CURRENT_CHECK_S: once that has passed, every check sees it.
+    time.sleep(image.CURRENT_CHECK_S + 0.1)
     gate.release()
     app.wait_idle()
 
