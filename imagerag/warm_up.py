@@ -1,7 +1,8 @@
-"""Offline start-up: the first chat query after a start should not wait for the embedded
-indexes' rows to be read (~2 s at 100,000 documents) or the local models to load. A daemon
-thread does that as the app starts; a query arriving meanwhile waits only for what is still
-loading. With Azure AI Search there is nothing local to load."""
+"""Offline start-up: the first chat query or ingestion after a start should not wait for the
+embedded indexes' rows to be read (~2 s at 100,000 documents) or the local models to load
+(~4 s on 2 cores, most of it importing torch). A daemon thread does that as the app starts;
+a query or a run arriving meanwhile waits only for what is still loading. With Azure AI
+Search there is nothing local to load."""
 
 from __future__ import annotations
 
@@ -23,23 +24,20 @@ def start(settings_of: Callable[[], config.Settings] = config.settings) -> threa
 
 
 def warm(settings_of: Callable[[], config.Settings] = config.settings) -> list[str]:
-    """Loads every embedded index of this process's data folder, then the image model;
-    returns the names of the indexes loaded."""
+    """Loads the local image and text models and, meanwhile, every embedded index of this
+    process's data folder; returns the names of the indexes loaded."""
     try:
         settings = settings_of()
         if settings.search_endpoint is not None:
             return []
         from imagerag.adapters.local_index import index_names
-        from imagerag.adapters.local_vectorizer import LocalVectorizer
 
-        names = index_names(settings.local_data_dir / "index")
-        if not names:
-            return []  # nothing to chat over yet; ingestion loads the model itself
         started = time.perf_counter()
+        models = _start_loading_models(settings)
+        names = index_names(settings.local_data_dir / "index")
         loaded = [name for name in names if _warm_index(config.image_index(settings, name))]
-        vectorizer = config.vectorizer(settings)
-        if isinstance(vectorizer, LocalVectorizer):
-            vectorizer.warm()
+        for thread in models:
+            thread.join()
         logger.info(
             "warm-up: %d local indexes and the models loaded in %.1f s",
             len(loaded),
@@ -71,9 +69,18 @@ _models_loading: list[threading.Thread] = []
 def models_for_ingestion(settings: config.Settings) -> list[threading.Thread]:
     """An ingestion run is about to fan out: load the local image and text models, side by
     side, and return once both are loaded (the threads that loaded them; once per process,
-    none with Azure AI Vision and Search). Its first images would wait for them anyway, and
-    a model loaded beside 16 busy activities waits for the GIL: loaded that way, the text model
-    took 8-15 s of a run's first seconds (2 cores)."""
+    none with Azure AI Vision and Search). The warm-up at start has usually loaded them
+    already. Its first images would wait for them anyway, and a model loaded beside 16 busy
+    activities waits for the GIL: loaded that way, the text model took 8-15 s of a run's first
+    seconds (2 cores)."""
+    loading = _start_loading_models(settings)
+    for thread in loading:
+        thread.join()
+    return loading
+
+
+def _start_loading_models(settings: config.Settings) -> list[threading.Thread]:
+    """The threads loading the local models (started at the first call of the process)."""
     with _models_lock:
         if not _models_loading:
             from imagerag.adapters.local_text_embedder import LocalTextEmbedder
@@ -90,10 +97,7 @@ def models_for_ingestion(settings: config.Settings) -> list[threading.Thread]:
                 thread = threading.Thread(target=_logged, args=(load,), name="warm-models")
                 thread.start()
                 _models_loading.append(thread)
-        loading = list(_models_loading)
-    for thread in loading:
-        thread.join()
-    return loading
+        return list(_models_loading)
 
 
 def _logged(load: Callable[[], object]) -> None:

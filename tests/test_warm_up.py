@@ -1,5 +1,6 @@
 """Offline start-up warm-up (imagerag/warm_up.py, started by function_app.py): the first
-queries after a start find the embedded indexes' rows and the models loaded."""
+queries and the first ingestion after a start find the embedded indexes' rows and the models
+loaded."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ def loads(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 
     monkeypatch.setattr(VectorCache, "_refresh", counted_refresh)
     monkeypatch.setattr(LocalVectorizer, "warm", counted_warm)
+    monkeypatch.setattr(warm_up, "_models_loading", [])  # as in a process that loaded none
     return counts
 
 
@@ -74,10 +76,17 @@ def test_warm_up_loads_each_index_so_the_first_queries_read_nothing(
     assert loads == {"rows": 2, "model": 1}  # the queries read no rows again
 
 
-def test_warm_up_loads_nothing_without_an_index_or_with_azure_search(
+def test_warm_up_without_an_index_loads_the_models_for_the_first_run(
     tmp_path: Path, loads: dict[str, int]
 ) -> None:
     assert warm_up.warm(lambda: settings_for(tmp_path)) == []
+    assert loads == {"rows": 0, "model": 1}
+    # The first ingestion finds them loaded: it loads nothing again.
+    warm_up.models_for_ingestion(settings_for(tmp_path))
+    assert loads == {"rows": 0, "model": 1}
+
+
+def test_warm_up_loads_nothing_with_azure_search(tmp_path: Path, loads: dict[str, int]) -> None:
     LocalImageIndex(directory=tmp_path / "index", name="photos-v").ensure(LocalVectorizer().model)
     azure = settings_for(tmp_path, AZURE_SEARCH_ENDPOINT="https://search.example.net")
     assert warm_up.warm(lambda: azure) == []
