@@ -1,10 +1,10 @@
 """Image decoding in worker processes, for a local model that outruns the GIL (a GPU).
 
-On an H200 the vectorizer's model embeds ~3,000 images/s, but decoding in the callers'
-threads topped out at ~1,100 images/s on 16 cores: each picture's Python steps take the GIL,
-and the model's worker thread waited behind them for each step of its own pass, so the
-vectorizer ran at 80 images/s (bench/vectorizer_device.py). Worker processes decode in
-parallel (15 processes: ~3,100 images/s of 8-bit crops); the parent only hands bytes over and
+On an H200 the vectorizer's model embeds 6,700 images/s (batches of 256), but decoding in
+the callers' threads topped out at ~1,200 images/s on 16 cores: each picture's Python steps
+take the GIL, and the model's worker thread waited behind them for each step of its own pass
+(the vectorizer ran at 80 images/s, bench/vectorizer_device.py). Worker processes decode in
+parallel (15 processes: 2,750 images/s of 8-bit crops); the parent only hands bytes over and
 gets crops back.
 
 A hand-over through ``ProcessPoolExecutor`` costs the parent ~1 ms of its own time, so
