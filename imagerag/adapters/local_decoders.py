@@ -112,21 +112,17 @@ class DecoderProcesses(Generic[Result]):
     def _submit(self, chunk: list[tuple[bytes, Future[Result]]]) -> None:
         items = [data for data, _ in chunk]
         try:
-            done = self._pool.submit(_each, self._function, items)
-        except BrokenProcessPool:
-            # A process died (killed for memory, say): the pool refuses all work from then
-            # on, so a new one takes over, once.
-            logger.warning("a decoder process died; starting new decoder processes")
-            self._pool.shutdown(wait=False)
-            self._pool = self._new_pool()
             try:
                 done = self._pool.submit(_each, self._function, items)
-            except Exception as exc:
-                self._deliver(chunk, _failed(exc))
-                return
-        except Exception as exc:
-            self._deliver(chunk, _failed(exc))
-            return
+            except BrokenProcessPool:
+                # A process died (killed for memory, say): the pool refuses all work from then
+                # on, so a new one takes over, once.
+                logger.warning("a decoder process died; starting new decoder processes")
+                self._pool.shutdown(wait=False)
+                self._pool = self._new_pool()
+                done = self._pool.submit(_each, self._function, items)
+        except Exception as exc:  # the new pool refused it too: this chunk's callers learn
+            done = _failed(exc)
         done.add_done_callback(functools.partial(self._deliver, chunk))
 
     def _deliver(self, chunk: list[tuple[bytes, Future[Result]]], done: Future[list[Any]]) -> None:
