@@ -174,9 +174,16 @@ def run_offline(
         f"{k:>6}" for k in kinds
     )
     print(header)
+    best = ("", 0, -1.0, -1.0)  # (variant, whitening, R@1, R@5) with the highest R@1
     for name, make in variants.items():
         vectors = make()
         for whiten in (0, 128, 256, 512):
             r1, r5, per_kind = score(vectors, whiten)
             cells = " ".join(f"{per_kind[k]:>6.3f}" for k in kinds)
             print(f"{name:<34} {whiten:>5} {r1:>6.3f} {r5:>6.3f}  {cells}", flush=True)
+            best = max(best, (name, whiten, r1, r5), key=lambda row: row[2])
+    variant, whiten, r1, r5 = best
+    print(
+        f"RESULT variants={len(variants)} best_variant={variant.replace(' ', '_')} "
+        f"best_whiten={whiten} best_r1={r1:.3f} best_r5={r5:.3f}"
+    )
