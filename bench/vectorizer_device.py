@@ -1,14 +1,16 @@
 """The local vectorizer on whatever device torch sees (a CUDA GPU when present, else the CPU).
 
-    python bench/vectorizer_device.py [--images 4096] [--thread-images 512]
+    python bench/vectorizer_device.py [--images 4096] [--thread-images 512] [--max-s 30]
 
 Prints, all from one run: decoding rates in the callers' threads and in worker processes
 (the two ways the vectorizer can decode); the raw model's throughput by batch size; the
 micro-batching LocalVectorizer's throughput under concurrent callers, decoding in worker
-processes and in the callers' threads, each as a ratio to the best raw batch; and, on a GPU,
-how closely its vectors agree with the CPU's for the same images.
+processes and in the callers' threads, each as a ratio to the best raw batch; on a GPU, how
+closely its vectors agree with the CPU's for the same images; and the ceiling the parent process's own steps per image put on it (the vectorizer with a
+model that costs nothing: ``pipeline_cap``), with the parent's CPU per image.
 
-The last line is ``RESULT raw_best=... vectorizer=... ratio=... threads_ratio=...``.
+The last line is ``RESULT raw_best=... vectorizer=... ratio=... threads_ratio=...
+pipeline_cap=...``.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import copy
 import multiprocessing
 import os
 import sys
+import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +35,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from sample_images import picture_bytes  # noqa: E402
 
 from imagerag.adapters import local_vectorizer as lv  # noqa: E402
-from imagerag.adapters.local_decoders import DecoderProcesses  # noqa: E402
+from imagerag.adapters.local_decoders import DecoderProcesses, shared_memory_free  # noqa: E402
 
 
 def pictures(count: int) -> list[bytes]:
@@ -47,8 +51,8 @@ def decode_in_threads(images: list[bytes], threads: int) -> float:
     return len(images) / (time.perf_counter() - started)
 
 
-def decode_in_processes(images: list[bytes], processes: int, threads: int) -> float:
-    decoders = DecoderProcesses(lv.prepared, processes)
+def decode_in_processes(images: list[bytes], processes: int, threads: int, chunk: int) -> float:
+    decoders = DecoderProcesses(lv.prepared, processes, lv.CROP_SHAPE, chunk=chunk)
     try:
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(decoders.run, images[: processes * 8]))  # start the processes
@@ -69,22 +73,72 @@ def raw(model: torch.nn.Module, arrays: list[np.ndarray], batch: int) -> float:
     return len(arrays) / (time.perf_counter() - started)
 
 
+def plan_costs(model: torch.nn.Module, sizes: list[int]) -> list[tuple[int, float, float]]:
+    """(size, first pass s, second pass s) on a new thread: what a new batch shape costs a
+    thread whose cuDNN plans (cached per thread) do not have it yet."""
+    costs: list[tuple[int, float, float]] = []
+
+    def run() -> None:
+        for size in sizes:
+            blank = np.zeros((size, lv.IMAGE_SIZE, lv.IMAGE_SIZE, 3), dtype=np.uint8)
+            times = []
+            for _ in range(2):
+                started = time.perf_counter()
+                lv.embed_batch(model, blank)
+                sync()
+                times.append(time.perf_counter() - started)
+            first, second = times
+            costs.append((size, first, second))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return costs
+
+
+@dataclass
+class Run:
+    images_per_s: float
+    mean_batch: float
+    parent_us_per_image: float  # CPU of the whole parent process (all its threads)
+
+
 def concurrent(
-    images: list[bytes], threads: int, max_batch: int, processes: int
-) -> tuple[float, float]:
+    images: list[bytes], threads: int, max_batch: int, processes: int, max_s: float
+) -> Run:
+    """The vectorizer under ``threads`` callers, over all the images or the first ``max_s``
+    seconds."""
     vectorizer = lv.LocalVectorizer(max_batch=max_batch, decoder_processes=processes)
     try:
+        vectorizer.warm()  # the model, its trace, the worker thread's plans for each size
         with ThreadPoolExecutor(threads) as pool:
-            # Warm-up: the model, its trace, the decoder processes.
+            # Warm-up: the decoder processes.
             list(pool.map(vectorizer.vectorize_image, images[: max(threads, processes * 8)]))
             passes = vectorizer.forward_passes
-            started = time.perf_counter()
-            list(pool.map(vectorizer.vectorize_image, images))
-            seconds = time.perf_counter() - started
+            started, cpu = time.perf_counter(), time.process_time()
+            calls = [pool.submit(vectorizer.vectorize_image, data) for data in images]
+            done, _ = wait(calls, timeout=max_s)
+            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+            passes = vectorizer.forward_passes - passes
+            for call in calls:
+                call.cancel()
     finally:
         vectorizer.close()
-    mean_batch = len(images) / max(vectorizer.forward_passes - passes, 1)
-    return len(images) / seconds, mean_batch
+    count = max(len(done), 1)
+    return Run(len(done) / seconds, len(done) / max(passes, 1), cpu / count * 1e6)
+
+
+def pipeline_cap(
+    images: list[bytes], threads: int, max_batch: int, processes: int, max_s: float
+) -> Run:
+    """The vectorizer with a model that costs nothing: what the parent's own steps per image
+    (hand-overs, queues, copies) allow, whatever the device."""
+    real = lv.embed_batch
+    lv.embed_batch = lambda model, batch: np.zeros((len(batch), lv.DIMENSIONS), np.float32)
+    try:
+        return concurrent(images, threads, max_batch, processes, max_s)
+    finally:
+        lv.embed_batch = real
 
 
 def sync() -> None:
@@ -101,6 +155,9 @@ def main() -> None:
         default=512,
         help="images for the runs that decode in the callers' threads (slow on a GPU)",
     )
+    parser.add_argument(
+        "--max-s", type=float, default=30.0, help="time limit of each vectorizer run, seconds"
+    )
     args = parser.parse_args()
 
     images = pictures(args.images)
@@ -108,14 +165,23 @@ def main() -> None:
     processes = max(1, cores - 1)
     threaded = decode_in_threads(images, 16)
     print(f"decoding in 16 threads: {threaded:.0f} images/s", flush=True)
-    decoded = decode_in_processes(images, processes, 64)
-    print(f"decoding in {processes} processes: {decoded:.0f} images/s", flush=True)
+    free = shared_memory_free()
+    print(f"shared memory free: {free >> 20} MB", flush=True)
+    decoded = 0.0
+    for chunk in (8, 16):
+        if DecoderProcesses.shared_memory_needed(processes, lv.CROP_SHAPE, chunk) > free // 2:
+            print(f"decoding in {processes} processes, chunks of {chunk}: too little shared memory")
+            continue
+        rate = decode_in_processes(images, processes, 256, chunk)
+        decoded = max(decoded, rate)
+        print(f"decoding in {processes} processes, chunks of {chunk}: {rate:.0f} images/s")
 
     arrays = [lv.preprocess(data) for data in images[:2048]]
     model = lv.load_model()
     device = next(model.parameters()).device
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     print(f"device: {name}; {cores} CPU cores; torch {torch.__version__}")
+    processes = lv.decoder_processes(model) or processes  # as the vectorizer decides
 
     print(f"{'raw model, batch':<48} {'images/s':>9}")
     best = 0.0
@@ -125,21 +191,30 @@ def main() -> None:
             best = max(best, rate)
             print(f"{batch:<48} {rate:>9.1f}", flush=True)
 
-    print(f"{'LocalVectorizer (threads, max_batch, decoding)':<48} {'images/s':>9} {'vs best':>8}")
-    results = {}
+    if device.type == "cuda":
+        print("a new batch size on a new thread: first pass s, second pass s")
+        for size, first, second in plan_costs(model, [1, 8, 100]):
+            print(f"  {size:>4} {first:8.3f} {second:8.3f}", flush=True)
+
+    header = "LocalVectorizer (threads, max_batch, decoding)"
+    print(f"{header:<48} {'images/s':>9} {'vs best':>8} {'parent us/image':>16}")
+    results: dict[tuple[int, int, bool], Run] = {}
     for threads, max_batch, decoders, count in (
         (128, 128, processes, args.images),
         # More callers than a batch: the next batch decodes while the model runs this one.
         (512, 128, processes, args.images),
         (512, 256, processes, args.images),
         (16, 16, 0, args.thread_images),
-        (128, 128, 0, args.thread_images),
     ):
-        rate, mean_batch = concurrent(images[:count], threads, max_batch, decoders)
+        run = concurrent(images[:count], threads, max_batch, decoders, args.max_s)
+        results[(threads, max_batch, decoders > 0)] = run
         where = f"{decoders} processes" if decoders else "in threads"
-        results[(threads, max_batch, decoders > 0)] = rate
-        label = f"{threads}, {max_batch}, {where} (mean batch {mean_batch:.0f})"
-        print(f"{label:<48} {rate:>9.1f} {rate / best:>8.2f}", flush=True)
+        label = f"{threads}, {max_batch}, {where} (mean batch {run.mean_batch:.0f})"
+        rate = run.images_per_s
+        print(f"{label:<48} {rate:>9.1f} {rate / best:>8.2f} {run.parent_us_per_image:>16.0f}")
+    cap = pipeline_cap(images, 512, 128, processes, args.max_s)
+    label = f"512, 128, {processes} processes, no model"
+    print(f"{label:<48} {cap.images_per_s:>9.1f} {'':>8} {cap.parent_us_per_image:>16.0f}")
 
     cosine = 1.0
     if device.type == "cuda":
@@ -149,14 +224,18 @@ def main() -> None:
         cosine = float((on_device * on_cpu).sum(axis=1).min())
         print(f"cosine(GPU vector, CPU vector), 64 images: min {cosine:.6f}")
 
-    vectorizer = max(rate for (_, _, in_processes), rate in results.items() if in_processes)
-    in_threads = max(rate for (_, _, in_processes), rate in results.items() if not in_processes)
+    in_processes = max((r for k, r in results.items() if k[2]), key=lambda r: r.images_per_s)
+    in_threads = max((r for k, r in results.items() if not k[2]), key=lambda r: r.images_per_s)
     print(
         f"RESULT device={device.type} cores={os.cpu_count()} raw_best={best:.0f} "
-        f"decode_threads16={threaded:.0f} "
-        f"decode_processes={decoded:.0f} vectorizer={vectorizer:.0f} "
-        f"ratio={vectorizer / best:.2f} threads_vectorizer={in_threads:.0f} "
-        f"threads_ratio={in_threads / best:.2f} cosine_gpu_cpu_min={cosine:.6f}"
+        f"decode_threads16={threaded:.0f} decode_processes={decoded:.0f} "
+        f"vectorizer={in_processes.images_per_s:.0f} "
+        f"ratio={in_processes.images_per_s / best:.2f} "
+        f"parent_us_per_image={in_processes.parent_us_per_image:.0f} "
+        f"threads_vectorizer={in_threads.images_per_s:.0f} "
+        f"threads_ratio={in_threads.images_per_s / best:.2f} "
+        f"pipeline_cap={cap.images_per_s:.0f} pipeline_parent_us={cap.parent_us_per_image:.0f} "
+        f"cosine_gpu_cpu_min={cosine:.6f}"
     )
 
 

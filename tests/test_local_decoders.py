@@ -6,24 +6,26 @@ in the callers' threads."""
 from __future__ import annotations
 
 import os
+import threading
 import types
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.shared_memory import SharedMemory
 
 import numpy as np
 import pytest
-from decoder_work import dies_on_die, pid_and_length
+from decoder_work import SHAPE, dies_on_die, pid_and_length
 from sample_images import picture_bytes
 
 from imagerag.adapters import local_vectorizer
-from imagerag.adapters.local_decoders import DecoderProcesses
+from imagerag.adapters.local_decoders import DecoderProcesses, Handoff
 from imagerag.adapters.local_vectorizer import LocalVectorizer
 from imagerag.ports import VectorizerError, VectorizerInputError
 
 
 @pytest.fixture
 def decoders() -> Iterator[DecoderProcesses[tuple[int, int]]]:
-    processes = DecoderProcesses(pid_and_length, 2, chunk=4)
+    processes = DecoderProcesses(pid_and_length, 2, SHAPE, chunk=4)
     yield processes
     processes.close()
 
@@ -34,8 +36,12 @@ def test_each_caller_gets_its_own_result_from_a_worker_process(
     items = [bytes(length) for length in range(1, 121)]
     with ThreadPoolExecutor(12) as pool:
         results = list(pool.map(decoders.run, items))
-    assert [length for _, length in results] == list(range(1, 121))
-    assert os.getpid() not in {pid for pid, _ in results}
+    assert [length for _, (_, length) in results] == list(range(1, 121))
+    # The pixels came through the chunks' shared memory blocks, each to its own caller.
+    assert [pixels.tolist() for pixels, _ in results] == [
+        np.full(SHAPE, length).tolist() for length in range(1, 121)
+    ]
+    assert os.getpid() not in {pid for _, (pid, _) in results}
 
 
 def test_an_items_error_reaches_its_caller_alone(
@@ -45,7 +51,7 @@ def test_an_items_error_reaches_its_caller_alone(
 
     def outcome(item: bytes) -> int | str:
         try:
-            return decoders.run(item)[1]
+            return decoders.run(item)[1][1]
         except ValueError as exc:
             return str(exc)
 
@@ -54,21 +60,44 @@ def test_an_items_error_reaches_its_caller_alone(
 
 
 def test_a_dead_process_fails_its_chunk_and_new_processes_take_over() -> None:
-    decoders = DecoderProcesses(dies_on_die, 1, chunk=1)
+    decoders = DecoderProcesses(dies_on_die, 1, SHAPE, chunk=1)
     try:
-        assert decoders.run(b"four") == 4
+        assert decoders.run(b"four")[1] == 4
         with pytest.raises(VectorizerError, match="worker process"):
             decoders.run(b"die")
-        assert [decoders.run(bytes(n)) for n in (1, 2, 3)] == [1, 2, 3]
+        assert [decoders.run(bytes(n))[1] for n in (1, 2, 3)] == [1, 2, 3]
     finally:
         decoders.close()
 
 
 def test_closed_decoders_refuse_work(decoders: DecoderProcesses[tuple[int, int]]) -> None:
-    assert decoders.run(b"xy")[1] == 2
+    assert decoders.run(b"xy")[1][1] == 2
     decoders.close()
     with pytest.raises(VectorizerError, match="shut down"):
         decoders.run(b"xy")
+
+
+def test_close_removes_the_shared_memory_blocks() -> None:
+    decoders = DecoderProcesses(pid_and_length, 1, SHAPE, chunk=2)
+    names = [block.name for block in decoders._blocks]
+    assert len(names) == 2 and decoders.run(b"abc")[0].tolist() == np.full(SHAPE, 3).tolist()
+    decoders.close()
+    decoders.close()  # twice is harmless
+    for name in names:
+        with pytest.raises(FileNotFoundError):
+            SharedMemory(name)
+
+
+def test_a_handoff_gives_its_waiter_the_value_or_the_error() -> None:
+    value: Handoff[int] = Handoff()
+    threading.Timer(0.05, value.set_result, args=(7,)).start()
+    assert value.result() == 7 and value.result() == 7 and value.done()
+    error: Handoff[int] = Handoff()
+    error.set_exception(ValueError("no"))
+    with pytest.raises(ValueError, match="no"):
+        error.result()
+    with pytest.raises(RuntimeError):  # one result per handoff
+        error.set_result(1)
 
 
 def test_vectorizer_decoding_in_processes_gives_the_vectors_and_thumbnails_of_threads() -> None:
@@ -94,9 +123,20 @@ def test_decoder_processes_on_a_gpu_take_all_cores_but_one(
     monkeypatch: pytest.MonkeyPatch, device: str, cores: int, expected: int
 ) -> None:
     monkeypatch.setattr(local_vectorizer, "cpu_count", lambda: cores)
+    monkeypatch.setattr(local_vectorizer, "shared_memory_free", lambda: 1 << 30)
     weight = types.SimpleNamespace(device=types.SimpleNamespace(type=device))
     model = types.SimpleNamespace(parameters=lambda: iter([weight]))
     assert local_vectorizer.decoder_processes(model) == expected  # type: ignore[arg-type]
+
+
+def test_decoder_processes_need_room_in_shared_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 15 processes, 2 chunks of 16 crops each: 72 MB of blocks; a 64 MB /dev/shm is too small.
+    monkeypatch.setattr(local_vectorizer, "cpu_count", lambda: 16)
+    monkeypatch.setattr(local_vectorizer, "runs_on_gpu", lambda model: True)
+    monkeypatch.setattr(local_vectorizer, "shared_memory_free", lambda: 64 << 20)
+    assert local_vectorizer.decoder_processes(None) == 0  # type: ignore[arg-type]
+    monkeypatch.setattr(local_vectorizer, "shared_memory_free", lambda: 1 << 30)
+    assert local_vectorizer.decoder_processes(None) == 15  # type: ignore[arg-type]
 
 
 def test_decoder_processes_on_the_cpu_are_none() -> None:

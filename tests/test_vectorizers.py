@@ -168,6 +168,25 @@ def test_local_warm_runs_a_pass_on_the_worker_thread(monkeypatch: pytest.MonkeyP
     assert threads == ["local-vectorizer"] and vectorizer.forward_passes == 1
 
 
+def test_local_warm_on_a_gpu_plans_each_batch_size_on_the_worker_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # cuDNN plans are per shape and per thread: the worker meets each padded size once, here.
+    passes: list[tuple[str, int]] = []
+
+    def recorded(model: object, batch: np.ndarray) -> np.ndarray:
+        passes.append((threading.current_thread().name, len(batch)))
+        return np.zeros((len(batch), 1280), dtype=np.float32)
+
+    monkeypatch.setattr(local_vectorizer, "embed_batch", recorded)
+    monkeypatch.setattr(local_vectorizer, "runs_on_gpu", lambda model: True)
+    monkeypatch.setattr(local_vectorizer, "decoder_processes", lambda model: 0)
+    vectorizer = LocalVectorizer(max_batch=12)
+    vectorizer.warm()
+    assert passes == [("local-vectorizer", size) for size in (1, 2, 4, 8, 12)]
+    assert vectorizer.forward_passes == 5
+
+
 def test_local_has_no_text_encoder(local: LocalVectorizer) -> None:
     with pytest.raises(VectorizerInputError, match="no text encoder"):
         local.vectorize_text("a red bicycle")
@@ -274,7 +293,7 @@ def gated(monkeypatch: pytest.MonkeyPatch) -> Iterator[GatedModel]:
     monkeypatch.setattr(
         local_vectorizer,
         "prepared",
-        lambda data: (np.full((3, 2, 2), int(data), np.float32), b""),
+        lambda data: (np.full((3, 2, 2), int(data), np.uint8), b""),
     )
     yield model
     model.release.set()  # never leave a worker blocked

@@ -35,14 +35,13 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from PIL import ExifTags, Image
 
 from imagerag import images, verification
-from imagerag.adapters.local_decoders import DecoderProcesses
+from imagerag.adapters.local_decoders import DecoderProcesses, Handoff, shared_memory_free
 from imagerag.cpu_share import CpuShare
 from imagerag.ports import ImageEmbedding, ModelInfo, VectorizerError, VectorizerInputError
 
@@ -59,6 +58,7 @@ logger = logging.getLogger(__name__)
 MODEL_NAME = "efficientnet-lite0"
 DIMENSIONS = 1280
 IMAGE_SIZE = 224
+CROP_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 3)  # the model's input per image, 8-bit RGB
 COARSE_SIZE = 128
 # The weights file name carries its hash; load_model refuses another file so that a change of
 # weights cannot silently produce vectors under the same version.
@@ -171,9 +171,22 @@ def _load_model_locked() -> torch.nn.Module:
 def decoder_processes(model: torch.nn.Module) -> int:
     """Worker processes to decode bulk images in: on a GPU all cores but one (the parent's
     threads feed the model), from 4 cores; none where the model runs on the CPU, whose passes
-    take every core (decoding in the callers' threads costs less there)."""
+    take every core (decoding in the callers' threads costs less there), nor where the
+    processes' shared memory would take over half of what is free (a container's /dev/shm)."""
     cores = cpu_count()
-    return cores - 1 if runs_on_gpu(model) and cores >= 4 else 0
+    if not runs_on_gpu(model) or cores < 4:
+        return 0
+    needed = DecoderProcesses.shared_memory_needed(cores - 1, CROP_SHAPE)
+    if needed > shared_memory_free() // 2:
+        logger.warning(
+            "decoding in the callers' threads: %d decoder processes need %d MB of shared "
+            "memory, and /dev/shm has %d MB free",
+            cores - 1,
+            needed >> 20,
+            shared_memory_free() >> 20,
+        )
+        return 0
+    return cores - 1
 
 
 def runs_on_gpu(model: torch.nn.Module) -> bool:
@@ -185,9 +198,9 @@ def gpu_batch_size(count: int, max_batch: int) -> int:
     ``max_batch`` (the rest of the batch is padding).
 
     Why: cuDNN execution plans are made for each input shape, and PyTorch caches them per
-    thread; on an H200 the worker thread spent seconds on plans for each new batch size, so
-    the vectorizer ran at 27-320 images/s against the raw model's 6,700. A few sizes are
-    planned once each.
+    thread; on an H200 a new batch size cost a thread 4-6 s of plans, so the vectorizer ran
+    at 27-320 images/s against the raw model's 6,700. A few sizes are planned once each
+    (:meth:`LocalVectorizer.warm` plans them all as the app starts); with them, 1,890/s.
     """
     return min(max_batch, 1 << (count - 1).bit_length())
 
@@ -462,9 +475,28 @@ def _trace(model: torch.nn.Module) -> Any:
 @dataclass(slots=True)
 class _Request:
     pixels: PixelArray
-    future: Future[list[float]]
+    vector: Handoff[FloatArray]  # the request's row of its pass
     interactive: bool
     thumbnail: bytes
+
+
+class _Decoded:
+    """A bulk image's decoding from a decoder process: its pixels go to the model's queue,
+    and its caller waits for the vector alone."""
+
+    __slots__ = ("_enqueue", "vector", "thumbnail")
+
+    def __init__(self, enqueue: Callable[[_Request], None]) -> None:
+        self._enqueue = enqueue
+        self.vector: Handoff[FloatArray] = Handoff()
+        self.thumbnail = b""
+
+    def set_result(self, value: tuple[PixelArray, bytes]) -> None:
+        pixels, self.thumbnail = value
+        self._enqueue(_Request(pixels, self.vector, False, self.thumbnail))
+
+    def set_exception(self, error: BaseException) -> None:
+        self.vector.set_exception(error)  # undecodable bytes, a dead process
 
 
 class LocalVectorizer:
@@ -518,7 +550,7 @@ class LocalVectorizer:
         self._worker: threading.Thread | None = None
         self._worker_lock = threading.Lock()
         self._decoder_processes = decoder_processes
-        self._decoders: DecoderProcesses[tuple[PixelArray, bytes]] | None = None
+        self._decoders: DecoderProcesses[bytes] | None = None
         self._stats_lock = threading.Lock()
         self._forward_passes = 0
         self._images_embedded = 0
@@ -548,13 +580,21 @@ class LocalVectorizer:
             return len(self._interactive), len(self._bulk)
 
     def warm(self) -> None:
-        """Runs one pass on the worker thread (which loads and traces the model and, on a GPU,
-        makes that thread's cuDNN plans), so that the first query after a start does not wait
-        for that."""
+        """Runs the model on the worker thread at each batch size its passes take (on a GPU
+        the powers of two up to max_batch, else one pass of 1), which loads and traces the
+        model and, on a GPU, makes that thread's cuDNN plans for each shape; so the first
+        query after a start, and the first passes of an ingestion run, do not wait for that."""
         import numpy as np
 
+        sizes = [1]
+        if runs_on_gpu(load_model()):
+            sizes = sorted(
+                {gpu_batch_size(n, self._max_batch) for n in range(1, self._max_batch + 1)}
+            )
         blank = np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
-        self._queued(_Request(blank, Future(), interactive=True, thumbnail=b""))
+        for size in sizes:
+            # Queued together, so that the worker takes them as one pass of ``size``.
+            self._queued(*(_Request(blank, Handoff(), True, b"") for _ in range(size)))
 
     def vectorize_image(self, data: bytes, *, interactive: bool = False) -> list[float]:
         return self.embed_image(data, interactive=interactive).vector
@@ -578,20 +618,28 @@ class LocalVectorizer:
         # A chat query is decoded at once, in its own thread: it must not queue behind bulk
         # images waiting for a decoder process.
         decoders = None if interactive else self._bulk_decoders()
-        pixels, thumbnail = prepared(data) if decoders is None else decoders.run(data)
-        vector = self._queued(_Request(pixels, Future(), interactive, thumbnail))
-        return ImageEmbedding(vector, thumbnail)
+        if decoders is None:
+            pixels, thumbnail = prepared(data)
+            [vector] = self._queued(_Request(pixels, Handoff(), interactive, thumbnail))
+            return ImageEmbedding(vector, thumbnail)
+        # The decoded pixels go to the bulk lane from the process's delivery: the caller
+        # wakes once, for its vector (each wake-up is GIL time the model's feeder lacks).
+        decoded = _Decoded(self._enqueue)
+        decoders.submit(data, decoded)
+        return ImageEmbedding(decoded.vector.result().tolist(), decoded.thumbnail)
 
-    def _queued(self, request: _Request) -> list[float]:
-        """The request's vector, from the worker's next pass of its lane."""
+    def _queued(self, *requests: _Request) -> list[list[float]]:
+        """The requests' vectors, from the worker's next passes of their lanes."""
+        self._enqueue(*requests)
+        return [request.vector.result().tolist() for request in requests]
+
+    def _enqueue(self, *requests: _Request) -> None:
         self._ensure_worker()
         with self._lanes:
-            if request.interactive:
-                self._interactive.append(request)
-            else:
-                self._bulk.append(request)
+            for request in requests:
+                lane = self._interactive if request.interactive else self._bulk
+                lane.append(request)
             self._lanes.notify()
-        return request.future.result()
 
     def vectorize_text(self, text: str, *, interactive: bool = False) -> list[float]:
         raise VectorizerInputError(
@@ -601,12 +649,12 @@ class LocalVectorizer:
 
     # ----------------------------------------------------------------------- worker
 
-    def _bulk_decoders(self) -> DecoderProcesses[tuple[PixelArray, bytes]] | None:
+    def _bulk_decoders(self) -> DecoderProcesses[bytes] | None:
         with self._worker_lock:
             if self._decoder_processes is None:
                 self._decoder_processes = decoder_processes(load_model())
             if self._decoders is None and self._decoder_processes > 0:
-                self._decoders = DecoderProcesses(prepared, self._decoder_processes)
+                self._decoders = DecoderProcesses(prepared, self._decoder_processes, CROP_SHAPE)
                 logger.info("decoding bulk images in %d processes", self._decoder_processes)
             return self._decoders
 
@@ -634,8 +682,8 @@ class LocalVectorizer:
             error = VectorizerError(f"local model failed on a batch of {len(batch)}: {exc!r}")
             error.__cause__ = exc
         for request in batch:
-            if not request.future.done():
-                request.future.set_exception(error)
+            if not request.vector.done():
+                request.vector.set_exception(error)
 
     def _next_batch(self) -> list[_Request]:
         """The next batch, all of one lane: wait for a first request, then (bulk only) up to
@@ -668,17 +716,14 @@ class LocalVectorizer:
     def _serve(self, batch: list[_Request]) -> None:
         import numpy as np
 
-        live = [r for r in batch if r.future.set_running_or_notify_cancel()]
-        if not live:
-            return
         model = load_model()
-        pixels = np.stack([r.pixels for r in live])
-        if runs_on_gpu(model):
-            padding = gpu_batch_size(len(live), self._max_batch) - len(live)
-            pixels = np.concatenate([pixels, np.zeros((padding, *pixels.shape[1:]), np.uint8)])
-        vectors = embed_batch(model, pixels)[: len(live)]
+        size = gpu_batch_size(len(batch), self._max_batch) if runs_on_gpu(model) else len(batch)
+        pixels = np.zeros((size, *batch[0].pixels.shape), np.uint8)  # rows past the batch: padding
+        np.stack([r.pixels for r in batch], out=pixels[: len(batch)])
+        vectors = embed_batch(model, pixels)[: len(batch)]
         with self._stats_lock:
             self._forward_passes += 1
-            self._images_embedded += len(live)
-        for request, vector in zip(live, vectors, strict=True):
-            request.future.set_result(vector.tolist())
+            self._images_embedded += len(batch)
+        # Rows, not lists: each caller converts its own, off the thread that feeds the model.
+        for request, vector in zip(batch, vectors, strict=True):
+            request.vector.set_result(vector)
