@@ -6,8 +6,9 @@ Prints, all from one run: decoding rates in the callers' threads and in worker p
 (the two ways the vectorizer can decode); the raw model's throughput by batch size; the
 micro-batching LocalVectorizer's throughput under concurrent callers, decoding in worker
 processes and in the callers' threads, each as a ratio to the best raw batch; on a GPU, how
-closely its vectors agree with the CPU's for the same images; and the ceiling the parent process's own steps per image put on it (the vectorizer with a
-model that costs nothing: ``pipeline_cap``), with the parent's CPU per image.
+closely its vectors agree with the CPU's for the same images; and the ceiling the parent
+process's own steps per image put on the vectorizer (run with a model that costs nothing:
+``pipeline_cap``), with the parent's CPU per image.
 
 The last line is ``RESULT raw_best=... vectorizer=... ratio=... threads_ratio=...
 pipeline_cap=...``.
