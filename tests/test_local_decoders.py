@@ -88,8 +88,30 @@ def test_close_removes_the_shared_memory_blocks() -> None:
             SharedMemory(name)
 
 
+def test_a_sink_that_fails_does_not_keep_the_rest_of_its_chunk_waiting() -> None:
+    class Broken:
+        def set_result(self, value: object) -> None:
+            raise RuntimeError("a sink that fails")
+
+        def set_exception(self, error: BaseException) -> None:
+            raise RuntimeError("a sink that fails")
+
+    decoders = DecoderProcesses(pid_and_length, 1, SHAPE, chunk=4)
+    try:
+        before: Handoff[tuple[np.ndarray, tuple[int, int]]] = Handoff()
+        after: Handoff[tuple[np.ndarray, tuple[int, int]]] = Handoff()
+        with decoders._ready:  # all three wait until the dispatcher takes them: one chunk
+            decoders.submit(b"a", before)
+            decoders.submit(b"bb", Broken())
+            decoders.submit(b"ccc", after)
+        assert before.result(timeout=60)[1][1] == 1 and after.result(timeout=60)[1][1] == 3
+    finally:
+        decoders.close()
+
+
 def test_a_handoff_gives_its_waiter_the_value_or_the_error() -> None:
     value: Handoff[int] = Handoff()
+    assert not value.done()
     threading.Timer(0.05, value.set_result, args=(7,)).start()
     assert value.result() == 7 and value.result() == 7 and value.done()
     error: Handoff[int] = Handoff()
@@ -98,6 +120,8 @@ def test_a_handoff_gives_its_waiter_the_value_or_the_error() -> None:
         error.result()
     with pytest.raises(RuntimeError):  # one result per handoff
         error.set_result(1)
+    with pytest.raises(TimeoutError):
+        Handoff[int]().result(timeout=0.01)
 
 
 def test_vectorizer_decoding_in_processes_gives_the_vectors_and_thumbnails_of_threads() -> None:

@@ -64,38 +64,47 @@ class Sink(Protocol[Value_contra]):
 
 
 class Handoff(Generic[Value]):
-    """One value (or error) handed from one thread to the one thread waiting for it.
+    """One value (or error) handed from one thread (the one setter) to the threads waiting.
 
-    A lock taken at creation and released by the setter: the waiter's acquire is the wait,
-    the cheapest a CPython thread has. Setting twice raises RuntimeError.
+    A lock taken at creation and released by the setter: a waiter's acquire is the wait, the
+    cheapest a CPython thread has. Setting twice raises RuntimeError.
     """
 
-    __slots__ = ("_pending", "_value", "_error")
+    __slots__ = ("_pending", "_set", "_value", "_error")
 
     def __init__(self) -> None:
         self._pending = threading.Lock()
         self._pending.acquire()
+        self._set = False  # not the lock's state: a waiter holds the lock for a moment
         self._value: Value | None = None
         self._error: BaseException | None = None
 
     def set_result(self, value: Value) -> None:
+        self._settle()
         self._value = value
         self._pending.release()
 
     def set_exception(self, error: BaseException) -> None:
+        self._settle()
         self._error = error
         self._pending.release()
 
     def done(self) -> bool:
-        return not self._pending.locked()
+        return self._set
 
-    def result(self) -> Value:
-        """The value once set (waiting for it), or its error raised."""
-        with self._pending:
-            pass
+    def result(self, timeout: float | None = None) -> Value:
+        """The value once set (waiting for it, at most ``timeout`` s), or its error raised."""
+        if not self._pending.acquire(timeout=-1 if timeout is None else timeout):
+            raise TimeoutError(f"no result within {timeout} s")
+        self._pending.release()
         if self._error is not None:
             raise self._error
         return cast("Value", self._value)
+
+    def _settle(self) -> None:
+        if self._set:
+            raise RuntimeError("a handoff is set once")
+        self._set = True
 
 
 # A worker process's view of the parent's blocks, by name: attached once, reused.
@@ -267,10 +276,13 @@ class DecoderProcesses(Generic[Extra]):
         del rows  # the block's buffer must have no views left when it is closed
         self._release(block)
         for (_, sink), (ok, extra), row in zip(chunk, results, pixels, strict=True):
-            if ok:
-                sink.set_result((row, extra))
-            else:
-                sink.set_exception(extra)
+            try:
+                if ok:
+                    sink.set_result((row, extra))
+                else:
+                    sink.set_exception(extra)
+            except Exception:  # a failing sink must not keep the chunk's other callers waiting
+                logger.exception("delivering a decoded image failed")
 
     def _release(self, block: SharedMemory) -> None:
         with self._ready:

@@ -493,7 +493,10 @@ class _Decoded:
 
     def set_result(self, value: tuple[PixelArray, bytes]) -> None:
         pixels, self.thumbnail = value
-        self._enqueue(_Request(pixels, self.vector, False, self.thumbnail))
+        try:
+            self._enqueue(_Request(pixels, self.vector, False, self.thumbnail))
+        except Exception as exc:  # its caller learns, rather than waiting for ever
+            self.vector.set_exception(exc)
 
     def set_exception(self, error: BaseException) -> None:
         self.vector.set_exception(error)  # undecodable bytes, a dead process
