@@ -166,13 +166,15 @@ def main() -> None:
     processes = max(1, cores - 1)
     threaded = decode_in_threads(images, 16)
     print(f"decoding in 16 threads: {threaded:.0f} images/s", flush=True)
-    free = shared_memory_free()
+    free, needed = (
+        shared_memory_free(),
+        DecoderProcesses.shared_memory_needed(processes, lv.CROP_SHAPE),
+    )
     print(f"shared memory free: {free >> 20} MB", flush=True)
+    if needed > free // 2:  # the vectorizer would decode in threads; the runs below would fail
+        raise SystemExit(f"{processes} decoder processes need {needed >> 20} MB of shared memory")
     decoded = 0.0
     for chunk in (8, 16):
-        if DecoderProcesses.shared_memory_needed(processes, lv.CROP_SHAPE, chunk) > free // 2:
-            print(f"decoding in {processes} processes, chunks of {chunk}: too little shared memory")
-            continue
         rate = decode_in_processes(images, processes, 256, chunk)
         decoded = max(decoded, rate)
         print(f"decoding in {processes} processes, chunks of {chunk}: {rate:.0f} images/s")
@@ -182,7 +184,6 @@ def main() -> None:
     device = next(model.parameters()).device
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     print(f"device: {name}; {cores} CPU cores; torch {torch.__version__}")
-    processes = lv.decoder_processes(model) or processes  # as the vectorizer decides
 
     print(f"{'raw model, batch':<48} {'images/s':>9}")
     best = 0.0

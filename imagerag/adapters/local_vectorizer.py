@@ -176,14 +176,17 @@ def decoder_processes(model: torch.nn.Module) -> int:
     cores = cpu_count()
     if not runs_on_gpu(model) or cores < 4:
         return 0
-    needed = DecoderProcesses.shared_memory_needed(cores - 1, CROP_SHAPE)
-    if needed > shared_memory_free() // 2:
+    needed, free = (
+        DecoderProcesses.shared_memory_needed(cores - 1, CROP_SHAPE),
+        shared_memory_free(),
+    )
+    if needed > free // 2:
         logger.warning(
             "decoding in the callers' threads: %d decoder processes need %d MB of shared "
             "memory, and /dev/shm has %d MB free",
             cores - 1,
             needed >> 20,
-            shared_memory_free() >> 20,
+            free >> 20,
         )
         return 0
     return cores - 1
@@ -594,7 +597,7 @@ class LocalVectorizer:
             sizes = sorted(
                 {gpu_batch_size(n, self._max_batch) for n in range(1, self._max_batch + 1)}
             )
-        blank = np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+        blank = np.zeros(CROP_SHAPE, dtype=np.uint8)
         for size in sizes:
             # Queued together, so that the worker takes them as one pass of ``size``.
             self._queued(*(_Request(blank, Handoff(), True, b"") for _ in range(size)))
