@@ -166,10 +166,8 @@ def main() -> None:
     processes = max(1, cores - 1)
     threaded = decode_in_threads(images, 16)
     print(f"decoding in 16 threads: {threaded:.0f} images/s", flush=True)
-    free, needed = (
-        shared_memory_free(),
-        DecoderProcesses.shared_memory_needed(processes, lv.CROP_SHAPE),
-    )
+    free = shared_memory_free()
+    needed = DecoderProcesses.shared_memory_needed(processes, lv.CROP_SHAPE)
     print(f"shared memory free: {free >> 20} MB", flush=True)
     if needed > free // 2:  # the vectorizer would decode in threads; the runs below would fail
         raise SystemExit(f"{processes} decoder processes need {needed >> 20} MB of shared memory")

@@ -176,10 +176,8 @@ def decoder_processes(model: torch.nn.Module) -> int:
     cores = cpu_count()
     if not runs_on_gpu(model) or cores < 4:
         return 0
-    needed, free = (
-        DecoderProcesses.shared_memory_needed(cores - 1, CROP_SHAPE),
-        shared_memory_free(),
-    )
+    needed = DecoderProcesses.shared_memory_needed(cores - 1, CROP_SHAPE)
+    free = shared_memory_free()
     if needed > free // 2:
         logger.warning(
             "decoding in the callers' threads: %d decoder processes need %d MB of shared "
