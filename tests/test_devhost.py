@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import requests
 
+from devhost.durable import history as h
 from devhost.durable.engine import pause_before_replay
 
 APP = Path(__file__).parent / "apps" / "durable_app"
@@ -313,3 +316,33 @@ def test_a_busy_instance_lets_events_gather_before_replaying() -> None:
     assert pause_before_replay(0.005) == 0
     assert pause_before_replay(0.25) == 0.25
     assert pause_before_replay(7.0) == 1.0
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2026-12-04T20:51:34.110000Z", "2026-12-04T20:51:34Z", "2026-02-28T23:59:59.999999Z"],
+)
+def test_history_timestamps_read_to_the_instant_dateutil_gives(text: str) -> None:
+    from dateutil.parser import parse
+
+    read = h.read_timestamp(text)
+    assert read == parse(text) and read.utcoffset() == timedelta(0)
+    assert h.read_timestamp(h.format_time(read)) == read  # what devhost writes reads back
+
+
+def test_the_sdk_reads_history_timestamps_through_devhost_once_sped_up() -> None:
+    # devhost installs it as it starts (the hosts of the tests above ran with it).
+    from azure.durable_functions.models.history.HistoryEvent import HistoryEvent
+
+    sdk_module = importlib.import_module("azure.durable_functions.models.history.HistoryEvent")
+    h.speed_up_sdk_timestamps()
+    assert vars(sdk_module)["dt_parse"] is h.read_timestamp
+    event = HistoryEvent(
+        EventType=12, EventId=-1, IsPlayed=False, Timestamp="2026-12-04T20:51:34.5Z"
+    )
+    assert event.timestamp == datetime(2026, 12, 4, 20, 51, 34, 500000, tzinfo=UTC)
+    # Text in another form still reads as dateutil reads it.
+    other = HistoryEvent(
+        EventType=12, EventId=-1, IsPlayed=False, Timestamp="2026-12-04 21:51:34+01:00"
+    )
+    assert other.timestamp == datetime(2026, 12, 4, 20, 51, 34, tzinfo=UTC)

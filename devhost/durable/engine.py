@@ -139,6 +139,7 @@ class DurableEngine:
         self._store = store
         self._invoker = invoker
         self._options = options
+        h.speed_up_sdk_timestamps()
         self._activity_pool = ThreadPoolExecutor(
             max_workers=options.max_concurrent_activities, thread_name_prefix="activity"
         )
@@ -639,8 +640,8 @@ class DurableEngine:
 
     def _deliver(self, key: tuple[str, str, int], event: dict[str, Any]) -> None:
         instance_id, execution_id, _ = key
-        record = self._store.get(instance_id)
-        if record is None or not record.is_active or record.execution_id != execution_id:
+        # Not get(): it decodes the instance's bookkeeping, which grows with its fan-out.
+        if self._store.active_execution(instance_id) != execution_id:
             return  # the instance ended or restarted: this result has no one to go to
         self._store.add_to_inbox(instance_id, execution_id, event)
         self.wake(instance_id)

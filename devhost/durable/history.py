@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any
+
+from dateutil.parser import parse as dateutil_parse
+from dateutil.tz import tzutc
 
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
@@ -48,6 +52,28 @@ def utc_now() -> datetime:
 
 def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
+
+
+def read_timestamp(text: str) -> datetime:
+    """A history event's Timestamp as the SDK reads it with dateutil (the same instant, in
+    UTC), ~1 µs instead of ~45 for the format devhost writes; any other text goes to dateutil."""
+    if text.endswith("Z"):
+        try:
+            return datetime.fromisoformat(text).replace(tzinfo=tzutc())
+        except ValueError:
+            pass
+    return dateutil_parse(text)
+
+
+def speed_up_sdk_timestamps() -> None:
+    """Has the SDK read history timestamps with :func:`read_timestamp`.
+
+    The SDK parses every event's Timestamp with dateutil's general parser on every replay, and
+    a fan-out replays its history many times: in a 600-image ingestion, ~70 parses per image,
+    a quarter of devhost's Python time. Only the speed changes: the values are the same.
+    """
+    module = importlib.import_module("azure.durable_functions.models.history.HistoryEvent")
+    vars(module)["dt_parse"] = read_timestamp  # the name HistoryEvent.__init__ calls
 
 
 def parse_time(text: str) -> datetime:

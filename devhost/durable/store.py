@@ -176,6 +176,14 @@ class DurableStore:
         ).fetchone()
         return _record(row) if row else None
 
+    def active_execution(self, instance_id: str) -> str | None:
+        """The execution id of the instance while it is active (Pending or Running), else None."""
+        row = self._db.execute(
+            "SELECT execution_id, runtime_status FROM instances WHERE instance_id = ?",
+            (instance_id,),
+        ).fetchone()
+        return str(row[0]) if row and row[1] in ACTIVE_STATUSES else None
+
     def put(self, record: InstanceRecord) -> None:
         self._db.execute(
             f"INSERT OR REPLACE INTO instances ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
