@@ -725,6 +725,37 @@ def test_local_states_see_another_handles_writes_at_once(tmp_path: Path) -> None
     assert set(ours.get_states(["doc-0011", "doc-0012", "doc-0013"])) == {"doc-0011", "doc-0012"}
 
 
+def test_local_new_ids_appended_while_another_handle_adds_them_are_kept_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # New ids are appended (no join on the key). Here another handle (another process, say)
+    # adds the same id after ours found it absent and before our append commits: the later
+    # write, ours, must be the one row left, as a merge would have left it.
+    ours = LocalImageIndex(directory=tmp_path, name="images-v")
+    ours.ensure(MODEL)
+    ours.upsert([make_doc(1)])
+    theirs = LocalImageIndex(directory=tmp_path, name="images-v")
+    table = ours._require()
+    append = table.add
+
+    appends: list[Any] = []
+
+    def add_after_theirs(rows: Any, *args: Any, **kwargs: Any) -> Any:
+        appends.append(rows)
+        if len(appends) == 1:  # theirs comes in before our first append only
+            theirs.upsert([replace(make_doc(2), content_hash="e" * 64)])
+        return append(rows, *args, **kwargs)
+
+    monkeypatch.setattr(ours, "_require", lambda: table)
+    monkeypatch.setattr(table, "add", add_after_theirs)
+    ours.upsert([make_doc(2), make_doc(3)])
+    monkeypatch.undo()
+    rows = table.search().select(["id", "content_hash"]).limit(None).to_arrow().to_pylist()
+    assert sorted(row["id"] for row in rows) == ["doc-0001", "doc-0002", "doc-0003"]
+    assert ours.get_states(["doc-0002"])["doc-0002"].content_hash == make_doc(2).content_hash
+    assert theirs.get_states(["doc-0002"])["doc-0002"].content_hash == make_doc(2).content_hash
+
+
 # ---------------------------------------------------------------------- Azure only
 
 

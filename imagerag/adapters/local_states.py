@@ -35,6 +35,11 @@ class KnownStates:
         # The handle's own writes since the base was read; None: deleted.
         self._changed: dict[str, DocumentState | None] = {}
 
+    @property
+    def version(self) -> int | None:
+        """The table version the map holds (that of the last get, or of a write it followed)."""
+        return self._version
+
     def get(self, table: Any, ids: Iterable[str]) -> dict[str, DocumentState]:
         version = int(table.version)  # read first: a later write makes the next get read again
         if version != self._version:
