@@ -30,15 +30,17 @@ logger = logging.getLogger(__name__)
 MODEL = ModelInfo(name="all-minilm-l6-v2", version="1", dimensions=384, supports_text=True)
 MAX_TOKENS = 256  # the model was trained with this sequence length
 BATCH = 32
-# Each pass gathers the texts of the callers that queued meanwhile: on 2 cores a short text
-# costs ~9 ms alone and ~2.4 ms in a pass of 16, so 16 chat questions at once cost ~40 ms
-# instead of ~150.
+# Each pass gathers the texts of the callers that queued meanwhile: a pass runs on one core
+# (local_torch.py), where a short text costs ~6 ms alone and ~2.4 ms in a pass of 16, so 16
+# chat questions at once cost ~40 ms instead of ~100.
 PASS_TEXTS = 16
-# Descriptions being indexed come in bursts (one forward pass of the image model releases its
-# images together): a bulk pass starts this long after its first text, to take the burst.
-BULK_GATHER_S = 0.02
+# Descriptions being indexed come as the image model's passes release their images, 2 at a time
+# on the CPU: a bulk pass starts this long after its first text, to gather several passes' worth
+# (on one core a pass costs 6.1 ms per text alone, 3.9 in a pass of 2, 2.7 in a pass of 8). In a
+# 600-image ingestion on 2 cores, 60 ms instead of 20 cut this lane's CPU from 2.9 s to 2.2.
+BULK_GATHER_S = 0.06
 # Chat questions repeat (an image-chat prompt is often "what is this?" beside a new picture):
-# the vectors of this many recent ones are kept, saving a ~9 ms pass each time (2 cores).
+# the vectors of this many recent ones are kept, saving a ~6 ms pass each time (one core).
 QUESTIONS_REMEMBERED = 1024
 
 
