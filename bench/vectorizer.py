@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/vectorizer.py [--images 96] [--azure-images 200]
 
-Local: raw model throughput on preprocessed tensors at batch 1, 8, 16, 32; preprocessing
+Local: raw model throughput on preprocessed tensors at batch 1, 8, 16, 32 on all cores, and at
+batch 2 one pass per core side by side (as LocalVectorizer runs it on the CPU); preprocessing
 (decode + resize + crop) throughput; LocalVectorizer with 16 threads calling
-vectorize_image, and its ratio to the raw batch-32 number measured in the same run.
+vectorize_image, and its ratio to the best raw row measured in the same run.
 Azure: AzureVisionVectorizer against the local fake capped at 20 TPS with 100 ms latency,
 16 threads: achieved TPS, its ratio to the cap, and how many 429s the fake answered.
 """
@@ -29,7 +30,9 @@ from sample_images import picture_bytes  # noqa: E402
 
 from imagerag.adapters.azure_vision import AzureVisionVectorizer  # noqa: E402
 from imagerag.adapters.local_vectorizer import (  # noqa: E402
+    CPU_MAX_BATCH,
     LocalVectorizer,
+    cpu_count,
     embed_batch,
     load_model,
     preprocess,
@@ -46,18 +49,40 @@ def row(name: str, count: int, seconds: float, note: str = "") -> float:
 
 
 def raw_model(images: list[bytes]) -> float:
+    """The raw model's rows; returns the best rate of them."""
+    import torch
+
     model = load_model()
     pixels = np.stack([preprocess(data) for data in images])
-    batch32 = 0.0
+    best = 0.0
+    torch.set_num_threads(cpu_count())  # this thread's passes split over all cores
     for size in (1, 8, 16, 32):
         embed_batch(model, pixels[:size])  # warm-up: oneDNN primes each input shape once
         count = max(size, len(pixels) // size * size)
         started = time.perf_counter()
         for start in range(0, count, size):
             embed_batch(model, pixels[start : start + size])
-        rate = row(f"raw model, batch {size}", count, time.perf_counter() - started)
-        batch32 = rate if size == 32 else batch32
-    return batch32
+        rate = row(f"raw model, batch {size}, all cores", count, time.perf_counter() - started)
+        best = max(best, rate)
+    # As LocalVectorizer runs it on the CPU: passes of CPU_MAX_BATCH, one per core, side by
+    # side (threads meeting torch's count of 1 at their first pass keep it).
+    torch.set_num_threads(1)
+    starts = list(range(0, len(pixels), CPU_MAX_BATCH))
+    with ThreadPoolExecutor(cpu_count()) as pool:
+        list(pool.map(lambda k: embed_batch(model, pixels[k : k + 1]), range(cpu_count())))
+        started = time.perf_counter()
+        list(
+            pool.map(
+                lambda first: [
+                    embed_batch(model, pixels[start : start + CPU_MAX_BATCH])
+                    for start in starts[first :: cpu_count()]
+                ],
+                range(cpu_count()),
+            )
+        )
+        seconds = time.perf_counter() - started
+    rate = row(f"raw model, batch {CPU_MAX_BATCH}, one per core", len(pixels), seconds)
+    return max(best, rate)
 
 
 def preprocessing(images: list[bytes]) -> None:
@@ -72,7 +97,7 @@ def preprocessing(images: list[bytes]) -> None:
     row(f"preprocess, {THREADS} threads", len(images), seconds)
 
 
-def local_vectorizer(images: list[bytes], batch32: float) -> None:
+def local_vectorizer(images: list[bytes], best_raw: float) -> None:
     vectorizer = LocalVectorizer()
     vectorizer.vectorize_image(images[0])  # start the worker, load the model
     passes = vectorizer.forward_passes
@@ -86,7 +111,7 @@ def local_vectorizer(images: list[bytes], batch32: float) -> None:
         f"LocalVectorizer, {THREADS} threads",
         len(images),
         seconds,
-        f"{rate / batch32:.2f}x raw batch 32; {batches} passes, "
+        f"{rate / best_raw:.2f}x the best raw row; {batches} passes, "
         f"mean batch {len(images) / batches:.1f}",
     )
 
@@ -126,9 +151,9 @@ def main() -> None:
     images = [picture_bytes(seed, "JPEG", size=(640, 480)) for seed in range(args.images)]
     print(f"{os.cpu_count()} cores; images: {args.images} JPEG 640x480 (procedural)")
     print(f"{'':<44} {'images':>6} {'seconds':>8} {'per s':>9}")
-    batch32 = raw_model(images)
+    best_raw = raw_model(images)
     preprocessing(images)
-    local_vectorizer(images, batch32)
+    local_vectorizer(images, best_raw)
     azure_paced(args.azure_images, args.tps, args.latency)
 
 

@@ -96,9 +96,9 @@ CPU_MAX_BATCH = 2
 DEFAULT_MAX_WAIT_S = 0.01
 # Interactive (chat) requests jump the queue. While one came within the last
 # DEFAULT_INTERACTIVE_RECENT_S, bulk (ingestion) passes take at most
-# DEFAULT_BULK_BATCH_NEAR_INTERACTIVE images, so a query waits for a short pass, not a full one
-# (on 2 cores a pass of 4 costs ~100 ms against ~600 ms for 16, and no more per image);
-# after DEFAULT_INTERACTIVE_STREAK interactive passes in a row, waiting bulk work gets one.
+# DEFAULT_BULK_BATCH_NEAR_INTERACTIVE images (or max_batch, if fewer: on the CPU passes are
+# short anyway), so a query waits for a short pass, not a full one; after
+# DEFAULT_INTERACTIVE_STREAK interactive passes in a row, waiting bulk work gets one.
 # How many bulk images are decoded or embedded at once meanwhile is the CpuShare's rule.
 DEFAULT_BULK_BATCH_NEAR_INTERACTIVE = 4
 DEFAULT_INTERACTIVE_STREAK = 4
