@@ -17,7 +17,7 @@ documents (random vectors, seeded straight into the embedded index before devhos
 seeded_ratio = images/s into the seeded index / images/s into the empty one.
 
 After the local run, the model's own throughput on the same pictures is measured in this
-process (decoded and preprocessed beforehand; the best of 3 rounds), two ways: forward passes
+process (decoded and preprocessed beforehand; the median of 3 rounds), two ways: forward passes
 of 16 split over all cores (raw_model_images_per_s: the reference of every earlier figure), and
 passes of 2 on one core each, one per core side by side, as the vectorizer runs them on the CPU
 (raw_side_by_side_images_per_s, ~1.9x the first on 2 cores). local_ratio = ingestion images/s /
@@ -31,7 +31,7 @@ With ``--cloud-images N`` it also runs N images through the Azure AI Vision adap
 local stand-in (20 requests/s, 100 ms latency): cloud_ratio = achieved images/s / 20.
 
 Last line: ``RESULT images=... seconds=... images_per_s=... raw_model_images_per_s=...
-local_ratio=... raw_side_by_side_images_per_s=... local_ratio_side_by_side=...
+local_ratio=... raw_rounds=r1/r2/r3 raw_side_by_side_images_per_s=... local_ratio_side_by_side=...
 tenth_rates=r1,...,r10 last_over_first=... peak_rss_mb=... rss_tenths_mb=...
 status_p95_ms=... list_p95_ms=... largest_history_events=... steal_pct=... raw_steal_pct=...
 [seeded_docs=... seeded_images_per_s=... seeded_tenth_rates=... seeded_peak_rss_mb=...
@@ -253,12 +253,12 @@ def seed_index(data_dir: Path, container: str, docs: int) -> None:
 
 def raw_model_rates(
     count: int, picture: Callable[[int], bytes], rounds: int = RAW_ROUNDS
-) -> tuple[float, float]:
+) -> tuple[list[float], list[float]]:
     """Images/s of the model's forward passes alone on the bench's pictures, preprocessed
-    beforehand, the best of ``rounds`` rounds (on this VM one round of passes of 16 varied
-    from 41 to 56 images/s between runs): (passes of DEFAULT_MAX_BATCH split over all cores,
-    the reference of every earlier figure; passes of CPU_MAX_BATCH, each on one core, one per
-    core side by side, as the vectorizer runs them on the CPU)."""
+    beforehand, each in ``rounds`` rounds (on this VM one round of passes of 16 varied from 41
+    to 59 images/s between runs): (passes of DEFAULT_MAX_BATCH split over all cores, the
+    reference of every earlier figure; passes of CPU_MAX_BATCH, each on one core, one per core
+    side by side, as the vectorizer runs them on the CPU)."""
     import torch
 
     pixels = np.stack([preprocess(picture(i)) for i in range(count)])
@@ -270,7 +270,8 @@ def raw_model_rates(
         for start in starts[first :: cpu_count()]:
             embed_batch(model, pixels[start : start + CPU_MAX_BATCH])
 
-    all_cores, one_per_core = 0.0, 0.0
+    all_cores: list[float] = []
+    one_per_core: list[float] = []
     with ThreadPoolExecutor(cpu_count()) as pool:
         for _ in range(rounds):
             torch.set_num_threads(cpu_count())  # this thread's passes on all cores
@@ -278,13 +279,13 @@ def raw_model_rates(
             started = time.perf_counter()
             for start in range(0, count, DEFAULT_MAX_BATCH):
                 embed_batch(model, pixels[start : start + DEFAULT_MAX_BATCH])
-            all_cores = max(all_cores, count / (time.perf_counter() - started))
+            all_cores.append(count / (time.perf_counter() - started))
             # The pool's threads met torch's count of 1 at their first pass, and keep it.
             torch.set_num_threads(1)
             list(pool.map(lambda k: embed_batch(model, pixels[k : k + 1]), range(cpu_count())))
             started = time.perf_counter()
             list(pool.map(side_by_side, range(cpu_count())))
-            one_per_core = max(one_per_core, count / (time.perf_counter() - started))
+            one_per_core.append(count / (time.perf_counter() - started))
     return all_cores, one_per_core
 
 
@@ -331,7 +332,8 @@ def main() -> None:
     rates, rss = tenths(watch, args.images)
     history_events, history_instance = largest_history(scratch / "state")
     with CpuSteal() as raw_steal:
-        raw_rate, side_by_side_rate = raw_model_rates(min(args.images, 400), picture)
+        raw_rounds, side_by_side_rounds = raw_model_rates(min(args.images, 400), picture)
+    raw_rate, side_by_side_rate = map(statistics.median, (raw_rounds, side_by_side_rounds))
 
     seeded = ""
     if args.seeded_docs:
@@ -381,6 +383,7 @@ def main() -> None:
         f"RESULT images={args.images} seconds={seconds:.1f} "
         f"images_per_s={args.images / seconds:.2f} raw_model_images_per_s={raw_rate:.2f} "
         f"local_ratio={args.images / seconds / raw_rate:.2f} "
+        f"raw_rounds={'/'.join(f'{r:.1f}' for r in raw_rounds)} "
         f"raw_side_by_side_images_per_s={side_by_side_rate:.2f} "
         f"local_ratio_side_by_side={args.images / seconds / side_by_side_rate:.2f} "
         f"tenth_rates={','.join(f'{r:.2f}' for r in rates)} "

@@ -383,6 +383,14 @@ def test_local_cpu_passes_take_two_images_by_default(gated: GatedModel) -> None:
     assert lanes.release() == [[0], [1, 2], [3, 4], [5]]
 
 
+@pytest.mark.parametrize(
+    "settings", [{"max_batch": 0}, {"workers": 0}, {"interactive_streak": 0}, {"max_wait_s": -1}]
+)
+def test_local_vectorizer_settings_out_of_range_are_refused(settings: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        LocalVectorizer(**settings)  # type: ignore[arg-type]
+
+
 def test_local_models_run_each_pass_on_one_thread_on_the_cpu() -> None:
     # In a fresh process, whichever model loads first: the text model here, then a pass of
     # the image model on a thread of its own (torch applies the count per thread).

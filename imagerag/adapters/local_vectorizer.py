@@ -531,7 +531,8 @@ class LocalVectorizer:
         decoder_processes: int | None = None,
         workers: int | None = None,
     ) -> None:
-        given = (max_batch or 1, workers or 1, bulk_batch_near_interactive, interactive_streak)
+        given = [bulk_batch_near_interactive, interactive_streak]
+        given += [n for n in (max_batch, workers) if n is not None]
         if min(given) < 1:
             raise ValueError(
                 "max_batch, workers, bulk_batch_near_interactive and interactive_streak must be "
