@@ -20,7 +20,7 @@ After the local run, the model's own throughput on the same pictures is measured
 process (decoded and preprocessed beforehand; the median of 3 rounds), two ways: forward passes
 of 16 split over all cores (raw_model_images_per_s: the reference of every earlier figure), and
 passes of 2 on one core each, one per core side by side, as the vectorizer runs them on the CPU
-(raw_side_by_side_images_per_s, ~1.9x the first on 2 cores). local_ratio = ingestion images/s /
+(raw_side_by_side_images_per_s, 1.6-1.9x the first on 2 cores). local_ratio = ingestion images/s /
 raw_model_images_per_s; local_ratio_side_by_side = ingestion images/s /
 raw_side_by_side_images_per_s. steal_pct and raw_steal_pct are the share of the machine's CPU
 time taken by the hypervisor during the run and during the model's own measurement
