@@ -171,7 +171,7 @@ class DecoderProcesses(Generic[Extra]):
         self._pool = self._new_pool()
         in_flight = CHUNKS_IN_FLIGHT_PER_PROCESS * processes
         self._blocks = [
-            SharedMemory(create=True, size=chunk * math.prod(shape)) for _ in range(in_flight)
+            SharedMemory(create=True, size=_block_bytes(shape, chunk)) for _ in range(in_flight)
         ]
         self._free_blocks = collections.deque(self._blocks)
         self._slots = threading.Semaphore(in_flight)
@@ -190,7 +190,7 @@ class DecoderProcesses(Generic[Extra]):
         processes: int, shape: tuple[int, ...], chunk: int = DEFAULT_CHUNK
     ) -> int:
         """Bytes of shared memory the blocks of ``processes`` take."""
-        return CHUNKS_IN_FLIGHT_PER_PROCESS * processes * chunk * math.prod(shape)
+        return CHUNKS_IN_FLIGHT_PER_PROCESS * processes * _block_bytes(shape, chunk)
 
     def submit(self, data: bytes, sink: Sink[tuple[PixelArray, Extra]]) -> None:
         """``function(data)``, to be computed in a worker process and delivered to ``sink``
@@ -288,6 +288,11 @@ class DecoderProcesses(Generic[Extra]):
         with self._ready:
             self._free_blocks.append(block)
         self._slots.release()
+
+
+def _block_bytes(shape: tuple[int, ...], chunk: int) -> int:
+    """A chunk's shared memory block: ``chunk`` uint8 pixel arrays of ``shape``."""
+    return chunk * math.prod(shape)
 
 
 def _failed(exc: BaseException) -> Future[list[Any]]:
