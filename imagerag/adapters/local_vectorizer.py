@@ -551,6 +551,7 @@ class LocalVectorizer:
         self._bulk: collections.deque[_Request] = collections.deque()
         self._streak = 0  # interactive passes in a row while bulk requests waited
         self._workers: list[threading.Thread] = []
+        self._on_gpu = False  # decided with the workers
         self._worker_lock = threading.Lock()
         self._decoder_processes = decoder_processes
         self._decoders: DecoderProcesses[bytes] | None = None
@@ -589,9 +590,9 @@ class LocalVectorizer:
         query after a start, and the first passes of an ingestion run, do not wait for that."""
         import numpy as np
 
-        self._ensure_workers()  # decides max_batch
+        self._ensure_workers()  # decides where the model runs, and max_batch
         sizes = [1]
-        if runs_on_gpu(load_model()):
+        if self._on_gpu:
             sizes = sorted(
                 {gpu_batch_size(n, self._max_batch) for n in range(1, self._max_batch + 1)}
             )
@@ -665,7 +666,7 @@ class LocalVectorizer:
     def _ensure_workers(self) -> None:
         with self._worker_lock:
             if not self._workers:
-                on_gpu = runs_on_gpu(load_model())
+                on_gpu = self._on_gpu = runs_on_gpu(load_model())
                 count = self._workers_given or (1 if on_gpu else cpu_count())
                 default_batch = DEFAULT_MAX_BATCH if on_gpu else CPU_MAX_BATCH
                 self._max_batch = self._max_batch_given or default_batch
@@ -734,7 +735,7 @@ class LocalVectorizer:
         import numpy as np
 
         model = load_model()
-        size = gpu_batch_size(len(batch), self._max_batch) if runs_on_gpu(model) else len(batch)
+        size = gpu_batch_size(len(batch), self._max_batch) if self._on_gpu else len(batch)
         pixels = np.zeros((size, *batch[0].pixels.shape), np.uint8)  # rows past the batch: padding
         np.stack([r.pixels for r in batch], out=pixels[: len(batch)])
         vectors = embed_batch(model, pixels)[: len(batch)]
