@@ -70,12 +70,12 @@ from hardening import seed_document  # noqa: E402
 from retrieval_quality import PHOTOS, photo_file  # noqa: E402
 from sample_images import picture_bytes  # noqa: E402
 from stack import CpuSteal, PeakRss, Stack, rss_mb  # noqa: E402
+from vectorizer import side_by_side_rate  # noqa: E402
 
 from imagerag import naming  # noqa: E402
 from imagerag.adapters.local_index import LocalImageIndex  # noqa: E402
 from imagerag.adapters.local_text_embedder import MODEL as TEXT_MODEL  # noqa: E402
 from imagerag.adapters.local_vectorizer import (  # noqa: E402
-    CPU_MAX_BATCH,
     DEFAULT_MAX_BATCH,
     LocalVectorizer,
     cpu_count,
@@ -264,12 +264,6 @@ def raw_model_rates(
     pixels = np.stack([preprocess(picture(i)) for i in range(count)])
     model = load_model()
     embed_batch(model, pixels[:DEFAULT_MAX_BATCH])  # warm-up (traces the model)
-    starts = list(range(0, count, CPU_MAX_BATCH))
-
-    def side_by_side(first: int) -> None:
-        for start in starts[first :: cpu_count()]:
-            embed_batch(model, pixels[start : start + CPU_MAX_BATCH])
-
     all_cores: list[float] = []
     one_per_core: list[float] = []
     with ThreadPoolExecutor(cpu_count()) as pool:
@@ -280,12 +274,8 @@ def raw_model_rates(
             for start in range(0, count, DEFAULT_MAX_BATCH):
                 embed_batch(model, pixels[start : start + DEFAULT_MAX_BATCH])
             all_cores.append(count / (time.perf_counter() - started))
-            # The pool's threads met torch's count of 1 at their first pass, and keep it.
-            torch.set_num_threads(1)
-            list(pool.map(lambda k: embed_batch(model, pixels[k : k + 1]), range(cpu_count())))
-            started = time.perf_counter()
-            list(pool.map(side_by_side, range(cpu_count())))
-            one_per_core.append(count / (time.perf_counter() - started))
+            torch.set_num_threads(1)  # for the pool's threads, which keep the count they first meet
+            one_per_core.append(side_by_side_rate(model, pixels, pool))
     return all_cores, one_per_core
 
 

@@ -19,6 +19,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -64,25 +65,28 @@ def raw_model(images: list[bytes]) -> float:
             embed_batch(model, pixels[start : start + size])
         rate = row(f"raw model, batch {size}, all cores", count, time.perf_counter() - started)
         best = max(best, rate)
-    # As LocalVectorizer runs it on the CPU: passes of CPU_MAX_BATCH, one per core, side by
-    # side (threads meeting torch's count of 1 at their first pass keep it).
-    torch.set_num_threads(1)
-    starts = list(range(0, len(pixels), CPU_MAX_BATCH))
+    torch.set_num_threads(1)  # for the pool's threads, which keep the count they first meet
     with ThreadPoolExecutor(cpu_count()) as pool:
-        list(pool.map(lambda k: embed_batch(model, pixels[k : k + 1]), range(cpu_count())))
-        started = time.perf_counter()
-        list(
-            pool.map(
-                lambda first: [
-                    embed_batch(model, pixels[start : start + CPU_MAX_BATCH])
-                    for start in starts[first :: cpu_count()]
-                ],
-                range(cpu_count()),
-            )
-        )
-        seconds = time.perf_counter() - started
+        seconds = len(pixels) / side_by_side_rate(model, pixels, pool)
     rate = row(f"raw model, batch {CPU_MAX_BATCH}, one per core", len(pixels), seconds)
     return max(best, rate)
+
+
+def side_by_side_rate(model: Any, pixels: np.ndarray, pool: ThreadPoolExecutor) -> float:
+    """Images/s of passes of CPU_MAX_BATCH, one per core side by side, as LocalVectorizer runs
+    them on the CPU. ``pool`` has a thread per core, whose first pass met torch's count of 1
+    (torch.set_num_threads(1) before it: a thread keeps the count it first meets)."""
+    cores = cpu_count()
+    starts = list(range(0, len(pixels), CPU_MAX_BATCH))
+
+    def passes(first: int) -> None:
+        for start in starts[first::cores]:
+            embed_batch(model, pixels[start : start + CPU_MAX_BATCH])
+
+    list(pool.map(lambda k: embed_batch(model, pixels[k : k + 1]), range(cores)))  # warm-up
+    started = time.perf_counter()
+    list(pool.map(passes, range(cores)))
+    return len(pixels) / (time.perf_counter() - started)
 
 
 def preprocessing(images: list[bytes]) -> None:
