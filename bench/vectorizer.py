@@ -8,6 +8,8 @@ batch 2 one pass per core side by side (as LocalVectorizer runs it on the CPU); 
 vectorize_image, and its ratio to the best raw row measured in the same run.
 Azure: AzureVisionVectorizer against the local fake capped at 20 TPS with 100 ms latency,
 16 threads: achieved TPS, its ratio to the cap, and how many 429s the fake answered.
+
+Last line: ``RESULT raw_best=... vectorizer=... vectorizer_ratio=... azure_ratio=...``
 """
 
 from __future__ import annotations
@@ -101,7 +103,8 @@ def preprocessing(images: list[bytes]) -> None:
     row(f"preprocess, {THREADS} threads", len(images), seconds)
 
 
-def local_vectorizer(images: list[bytes], best_raw: float) -> None:
+def local_vectorizer(images: list[bytes], best_raw: float) -> float:
+    """LocalVectorizer's images/s under THREADS callers."""
     vectorizer = LocalVectorizer()
     vectorizer.vectorize_image(images[0])  # start the worker, load the model
     passes = vectorizer.forward_passes
@@ -118,9 +121,11 @@ def local_vectorizer(images: list[bytes], best_raw: float) -> None:
         f"{rate / best_raw:.2f}x the best raw row; {batches} passes, "
         f"mean batch {len(images) / batches:.1f}",
     )
+    return rate
 
 
-def azure_paced(count: int, tps: float, latency_s: float) -> None:
+def azure_paced(count: int, tps: float, latency_s: float) -> float:
+    """The adapter's achieved requests/s over the stand-in's cap."""
     images = [picture_bytes(seed, "JPEG", size=(64, 48)) for seed in range(count)]
     with FakeVisionService(key=KEY, rate_limit_tps=tps, latency_s=latency_s) as service:
         vectorizer = AzureVisionVectorizer(
@@ -141,6 +146,7 @@ def azure_paced(count: int, tps: float, latency_s: float) -> None:
             + (f"{rate:.1f}/s" if rate else "off"),
         )
         assert not service.violations, service.violations
+    return achieved / tps
 
 
 def main() -> None:
@@ -157,8 +163,12 @@ def main() -> None:
     print(f"{'':<44} {'images':>6} {'seconds':>8} {'per s':>9}")
     best_raw = raw_model(images)
     preprocessing(images)
-    local_vectorizer(images, best_raw)
-    azure_paced(args.azure_images, args.tps, args.latency)
+    vectorizer_rate = local_vectorizer(images, best_raw)
+    azure_ratio = azure_paced(args.azure_images, args.tps, args.latency)
+    print(
+        f"RESULT raw_best={best_raw:.1f} vectorizer={vectorizer_rate:.1f} "
+        f"vectorizer_ratio={vectorizer_rate / best_raw:.2f} azure_ratio={azure_ratio:.2f}"
+    )
 
 
 if __name__ == "__main__":
