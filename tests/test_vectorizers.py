@@ -374,6 +374,25 @@ def test_local_cpu_passes_run_side_by_side_one_per_core(
     assert set(threads[:2]) == {"local-vectorizer-1", "local-vectorizer-2"}
 
 
+def test_local_worker_whose_batch_another_took_waits_for_the_next(
+    gated: GatedModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One worker waits for a second image to fill its pass; the second image wakes the other
+    # worker (a condition wakes its waiters in turn), which takes both. The first must go
+    # back to waiting, not run (and fail) a pass of nothing when its wait ends.
+    gated.release.set()
+    lanes = Lanes(LocalVectorizer(max_batch=2, max_wait_s=0.3, workers=2), gated)
+    lanes.call(1)
+    lanes.until_waiting(0, 1)
+    threading.Event().wait(0.1)  # the first worker is now waiting for its pass to fill
+    lanes.call(2)
+    assert lanes.calls[2].result(30)[0] == 2
+    threading.Event().wait(0.5)  # past the first worker's wait
+    lanes.call(3)
+    assert lanes.release() == [[1, 2], [3]]
+    assert "failed" not in caplog.text
+
+
 def test_local_cpu_passes_take_two_images_by_default(gated: GatedModel) -> None:
     lanes = Lanes(LocalVectorizer(max_wait_s=0.0, workers=1), gated)
     lanes.hold_worker()

@@ -705,14 +705,9 @@ class LocalVectorizer:
         max_wait_s for the batch to fill; past that, take whatever queued during the last
         pass."""
         with self._lanes:
-            self._lanes.wait_for(lambda: self._interactive or self._bulk)
-            deadline = time.monotonic() + self._max_wait_s
-            while True:
-                lane, limit = self._pick_lane()
-                remaining = deadline - time.monotonic()
-                if lane is self._interactive or len(lane) >= limit or remaining <= 0:
-                    break
-                self._lanes.wait(remaining)  # a new request (maybe interactive) wakes it
+            lane, limit = self._gathered()
+            while not lane:  # another worker took what this one was gathering
+                lane, limit = self._gathered()
             if lane is self._interactive and self._bulk:
                 self._streak += 1
             else:
@@ -721,6 +716,18 @@ class LocalVectorizer:
             if self._interactive or self._bulk:
                 self._lanes.notify()  # for another worker: one notify per request may be spent
             return batch
+
+    def _gathered(self) -> tuple[collections.deque[_Request], int]:
+        """Wait for a request, then as _next_batch says; the lane to serve and its limit
+        (call with the lanes' lock held)."""
+        self._lanes.wait_for(lambda: self._interactive or self._bulk)
+        deadline = time.monotonic() + self._max_wait_s
+        while True:
+            lane, limit = self._pick_lane()
+            remaining = deadline - time.monotonic()
+            if not lane or lane is self._interactive or len(lane) >= limit or remaining <= 0:
+                return lane, limit
+            self._lanes.wait(remaining)  # a new request (maybe interactive) wakes it
 
     def _pick_lane(self) -> tuple[collections.deque[_Request], int]:
         """The lane served next and its batch limit (call with the lanes' lock held)."""
