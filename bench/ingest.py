@@ -10,7 +10,9 @@ one list request (``GET /api/ingestions``) per second, no more, so it measures t
 not its own polling. From the counts the status route reports it prints the images/s of each
 tenth of the run, devhost's resident memory at each tenth and its peak, and how long the two
 routes took while the run was going on, and the number of events in the largest Durable
-history the run left (``largest_history_events``).
+history the run left (``largest_history_events``). ``seconds`` ends when the run's record says
+it finished (its ``updated`` time, to the millisecond); ``polled_seconds`` when the poll that saw
+it came back, up to a second later, which is how every figure before it was taken.
 
 With ``--seeded-docs N`` it runs the same ``--images`` again into an index that already holds N
 documents (random vectors, seeded straight into the embedded index before devhost starts):
@@ -30,8 +32,9 @@ they differ by much does not compare like with like.
 With ``--cloud-images N`` it also runs N images through the Azure AI Vision adapter against a
 local stand-in (20 requests/s, 100 ms latency): cloud_ratio = achieved images/s / 20.
 
-Last line: ``RESULT images=... seconds=... images_per_s=... raw_model_images_per_s=...
-local_ratio=... raw_rounds=r1/r2/r3 raw_side_by_side_images_per_s=... local_ratio_side_by_side=...
+Last line: ``RESULT images=... seconds=... polled_seconds=... images_per_s=...
+raw_model_images_per_s=... local_ratio=... raw_rounds=r1/r2/r3 raw_side_by_side_images_per_s=...
+local_ratio_side_by_side=...
 tenth_rates=r1,...,r10 last_over_first=... peak_rss_mb=... rss_tenths_mb=...
 status_p95_ms=... list_p95_ms=... largest_history_events=... steal_pct=... raw_steal_pct=...
 [seeded_docs=... seeded_images_per_s=... seeded_tenth_rates=... seeded_peak_rss_mb=...
@@ -56,6 +59,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +103,14 @@ class Watch:
     status_ms: list[float] = field(default_factory=list)
     list_ms: list[float] = field(default_factory=list)
     final: dict = field(default_factory=dict)
+    polled_end: float = 0.0  # when the poll that saw the run finished came back
+
+
+def record_time(record: dict, wall_start: float) -> float:
+    """Seconds from ``wall_start`` (time.time()) to the run record's last write (its
+    ``updated``, in ms): when the run finished, to within a millisecond rather than a poll."""
+    updated = datetime.fromisoformat(str(record["updated"]).replace("Z", "+00:00"))
+    return updated.timestamp() - wall_start
 
 
 def timed_get(session: requests.Session, url: str, into: list[float]) -> requests.Response:
@@ -108,8 +120,11 @@ def timed_get(session: requests.Session, url: str, into: list[float]) -> request
     return response
 
 
-def follow(base: str, run_id: str, pid: int, started: float, timeout: float) -> Watch:
-    """Poll the run's status route and the list route once per second until the run ends."""
+def follow(
+    base: str, run_id: str, pid: int, started: float, wall_start: float, timeout: float
+) -> Watch:
+    """Poll the run's status route and the list route once per second until the run ends.
+    The last sample is placed when the record says the run finished, not when a poll saw it."""
     watch = Watch()
     session = requests.Session()
     deadline = time.monotonic() + timeout
@@ -125,7 +140,10 @@ def follow(base: str, run_id: str, pid: int, started: float, timeout: float) -> 
             if len(watch.samples) % 30 == 0:
                 print(f"  {now:7.1f} s: {watch.samples[-1][1]} done", flush=True)
             if record.get("phase") in FINISHED:
-                watch.final = record
+                watch.final, watch.polled_end = record, now
+                previous = watch.samples[-2][0] if len(watch.samples) > 1 else 0.0
+                ended = min(now, max(previous, record_time(record, wall_start)))
+                watch.samples[-1] = (ended, watch.samples[-1][1])
                 return watch
         time.sleep(max(0.0, POLL_S - (time.monotonic() - tick)))
     raise SystemExit(f"run {run_id} did not finish in {timeout:.0f} s")
@@ -203,10 +221,10 @@ def run(stack: Stack, container: str, paths: list[str], timeout: float) -> tuple
     manifest = [{"image_blob_path": p, "description": f"photo {p}"} for p in paths]
     run_id = naming.run_id(container, 1)  # the first run of a fresh container
     with PeakRss(stack.devhost_pid, interval=0.2) as peak:
-        started = time.monotonic()
+        started, wall_start = time.monotonic(), time.time()
         client = stack.blob_service.get_container_client(container)
         client.upload_blob("metadata.json", json.dumps(manifest).encode())
-        watch = follow(stack.base_url, run_id, stack.devhost_pid, started, timeout)
+        watch = follow(stack.base_url, run_id, stack.devhost_pid, started, wall_start, timeout)
     counts = watch.final.get("byStatus", {})
     if watch.final.get("phase") != "completed" or counts.get("indexed") != len(paths):
         raise SystemExit(f"the run did not index every image: {watch.final}")
@@ -370,7 +388,7 @@ def main() -> None:
     )
     print(f"largest Durable history: {history_events} events ({history_instance})")
     print(
-        f"RESULT images={args.images} seconds={seconds:.1f} "
+        f"RESULT images={args.images} seconds={seconds:.2f} polled_seconds={watch.polled_end:.1f} "
         f"images_per_s={args.images / seconds:.2f} raw_model_images_per_s={raw_rate:.2f} "
         f"local_ratio={args.images / seconds / raw_rate:.2f} "
         f"raw_rounds={'/'.join(f'{r:.1f}' for r in raw_rounds)} "
