@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from devhost.durable import history as h
-from devhost.durable.engine import pause_before_replay
+from devhost.durable.engine import context_json, pause_before_replay
 
 APP = Path(__file__).parent / "apps" / "durable_app"
 
@@ -316,6 +316,15 @@ def test_a_busy_instance_lets_events_gather_before_replaying() -> None:
     assert pause_before_replay(0.005) == 0
     assert pause_before_replay(0.25) == 0.25
     assert pause_before_replay(7.0) == 1.0
+
+
+def test_the_context_of_a_replay_is_the_json_of_its_history_and_fields() -> None:
+    # Stored events are JSON texts already: a replay's context joins them, not re-encodes them.
+    events = [h.orchestrator_started(), h.task_completed(3, json.dumps({"ok": "é\\n"}))]
+    fields = {"input": None, "instanceId": "i", "isReplaying": True, "upperSchemaVersion": 1}
+    text = context_json([json.dumps(e) for e in events], fields)
+    assert json.loads(text) == {"history": events, **fields}
+    assert json.loads(context_json([], fields)) == {"history": [], **fields}
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,7 @@ from ..functions import ACTIVITY_TRIGGER, ORCHESTRATION_TRIGGER, FunctionIndex, 
 from ..settings import HostOptions
 from . import history as h
 from .history import ActionType, EventType
-from .store import DurableStore, InstanceRecord
+from .store import ACTIVE_STATUSES, DurableStore, InstanceRecord
 
 log = logging.getLogger("devhost.durable")
 
@@ -107,6 +107,11 @@ _PACE_FROM_S = 0.02
 _PACE_AT_MOST_S = 1.0
 
 
+def context_json(history: list[str], fields: dict[str, Any]) -> str:
+    """The orchestrator's context: ``fields`` and the history, whose events are JSON texts."""
+    return '{"history":[' + ",".join(history) + "]," + json.dumps(fields)[1:]
+
+
 def pause_before_replay(last_replay_s: float) -> float:
     """Seconds a running instance waits for more events before its next replay: as long as
     its last replay took, when that was long enough to matter, and at most a second."""
@@ -149,7 +154,9 @@ class DurableEngine:
             max_workers=max(1, min(options.max_concurrent_orchestrations, 2)),
             thread_name_prefix="orchestrator",
         )
-        self._histories: dict[str, list[dict[str, Any]]] = {}
+        # Each active instance's history as the JSON texts of its events: a replay sends the
+        # whole history, and encodes only the events it adds.
+        self._histories: dict[str, list[str]] = {}
         self._replay_s: dict[str, float] = {}  # each instance's last episode, wall seconds
         self._driving: set[str] = set()
         self._in_flight: set[tuple[str, str, int]] = set()
@@ -220,7 +227,7 @@ class DurableEngine:
         for record in unfinished:
             done = {
                 e.get("TaskScheduledId", e.get("TimerId"))
-                for e in self._history(record)
+                for e in [json.loads(text) for text in self._history(record)]
                 + [e for _, e in self._store.inbox(record.instance_id, record.execution_id)]
                 if e["EventType"]
                 in (
@@ -257,16 +264,19 @@ class DurableEngine:
         try:
             paced = False
             while True:
-                record = self._store.get(instance_id)
-                if record is None or not record.is_active:
+                status = self._store.status(instance_id)
+                if status is None or status[1] not in ACTIVE_STATUSES:
                     return
-                inbox = self._store.inbox(instance_id, record.execution_id)
-                if record.runtime_status == "Running" and not inbox:
+                execution_id, runtime_status = status
+                inbox = self._store.inbox(instance_id, execution_id)
+                if runtime_status == "Running" and not inbox:
                     return
-                if not paced and await self._pace(record):
+                if not paced and await self._pace(instance_id, runtime_status):
                     paced = True
                     continue  # read again what arrived (or changed) meanwhile
                 paced = False
+                record = self._store.get(instance_id)
+                assert record is not None  # read in this same turn of the event loop
                 started = time.perf_counter()
                 await self._episode(record, self._next_batch(record, inbox))
                 self._replay_s[instance_id] = time.perf_counter() - started
@@ -280,14 +290,14 @@ class DurableEngine:
         finally:
             self._driving.discard(instance_id)
 
-    async def _pace(self, record: InstanceRecord) -> bool:
+    async def _pace(self, instance_id: str, runtime_status: str) -> bool:
         """Let events gather before replaying a busy instance: a replay re-reads the whole
         history, so a fan-out that replayed on every completion would cost O(n²). Waiting as
         long as the last replay took keeps replays at most half of the instance's time, and
         costs nothing to short histories (a replay of a few events takes a few ms). Azure's
         dispatcher batches the messages that queued while a replay ran in the same way."""
-        pause = pause_before_replay(self._replay_s.get(record.instance_id, 0.0))
-        if record.runtime_status != "Running" or pause == 0:
+        pause = pause_before_replay(self._replay_s.get(instance_id, 0.0))
+        if runtime_status != "Running" or pause == 0:
             return False
         await asyncio.sleep(pause)
         return True
@@ -327,25 +337,26 @@ class DurableEngine:
         if info is None:
             state, error = None, f"The orchestrator function '{record.name}' does not exist."
         else:
-            context = json.dumps(
+            context = context_json(
+                past + [json.dumps(event) for event in new_events],
                 {
-                    "history": past + new_events,
                     "input": record.input,
                     "instanceId": record.instance_id,
                     "isReplaying": bool(past),
                     "parentInstanceId": record.parent_instance_id,
                     "upperSchemaVersion": 1,
                     "upperSchemaVersionNew": 2,
-                }
+                },
             )
             loop = asyncio.get_running_loop()
             state, error = await loop.run_in_executor(
                 self._orchestrator_pool, call_orchestrator, info.user_function, context
             )
-        current = self._store.get(record.instance_id)
-        if current is None or current.execution_id != record.execution_id or not current.is_active:
-            return  # terminated or purged while the episode ran
-        self._apply(current, new_events, batch, state, error)
+        # Only this drive writes the instance while it is active, so ``record`` is current
+        # unless the instance was terminated, purged or restarted while the episode ran.
+        if self._store.active_execution(record.instance_id) != record.execution_id:
+            return
+        self._apply(record, new_events, batch, state, error)
 
     def _apply(
         self,
@@ -382,11 +393,12 @@ class DurableEngine:
         past = self._history(record)
         committed = [dict(e, IsPlayed=True) for e in new_events + scheduled]
         committed.append(dict(h.orchestrator_completed(), IsPlayed=True))
+        texts = [json.dumps(event) for event in committed]
 
         with self._store.transaction():
-            self._store.append_history(record.instance_id, len(past), committed)
+            self._store.append_history(record.instance_id, len(past), texts)
             self._store.remove_from_inbox([row_id for row_id, _ in batch])
-            past.extend(committed)
+            past.extend(texts)
             if error is not None:
                 message = f"Orchestrator function '{record.name}' failed: {error.strip()}"
                 log.error("%s (instance %s)", message, record.instance_id)
@@ -615,10 +627,11 @@ class DurableEngine:
         for key in [k for k in self._timers if k[0] == record.instance_id]:
             self._timers.pop(key).cancel()
 
-    def _history(self, record: InstanceRecord) -> list[dict[str, Any]]:
+    def _history(self, record: InstanceRecord) -> list[str]:
         cached = self._histories.get(record.instance_id)
         if cached is None:
-            cached = self._histories[record.instance_id] = self._store.history(record.instance_id)
+            texts = self._store.history_texts(record.instance_id)
+            cached = self._histories[record.instance_id] = texts
         return cached
 
     # ------------------------------------------------------------------- scheduled work

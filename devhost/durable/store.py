@@ -176,13 +176,19 @@ class DurableStore:
         ).fetchone()
         return _record(row) if row else None
 
-    def active_execution(self, instance_id: str) -> str | None:
-        """The execution id of the instance while it is active (Pending or Running), else None."""
+    def status(self, instance_id: str) -> tuple[str, str] | None:
+        """(execution id, runtime status) of the instance, without decoding its bookkeeping
+        as get() does (it grows with the instance's fan-out)."""
         row = self._db.execute(
             "SELECT execution_id, runtime_status FROM instances WHERE instance_id = ?",
             (instance_id,),
         ).fetchone()
-        return str(row[0]) if row and row[1] in ACTIVE_STATUSES else None
+        return (str(row[0]), str(row[1])) if row else None
+
+    def active_execution(self, instance_id: str) -> str | None:
+        """The execution id of the instance while it is active (Pending or Running), else None."""
+        status = self.status(instance_id)
+        return status[0] if status and status[1] in ACTIVE_STATUSES else None
 
     def put(self, record: InstanceRecord) -> None:
         self._db.execute(
@@ -239,15 +245,20 @@ class DurableStore:
     # history and inbox ---------------------------------------------------------------------
 
     def history(self, instance_id: str) -> list[dict[str, Any]]:
+        return [json.loads(text) for text in self.history_texts(instance_id)]
+
+    def history_texts(self, instance_id: str) -> list[str]:
+        """The instance's history, each event as the JSON text it was stored as."""
         rows = self._db.execute(
             "SELECT event FROM history WHERE instance_id = ? ORDER BY position", (instance_id,)
         )
-        return [json.loads(r[0]) for r in rows]
+        return [str(r[0]) for r in rows]
 
-    def append_history(self, instance_id: str, start: int, events: list[dict[str, Any]]) -> None:
+    def append_history(self, instance_id: str, start: int, texts: list[str]) -> None:
+        """Events (as JSON texts) stored from position ``start`` of the instance's history."""
         self._db.executemany(
             "INSERT INTO history (instance_id, position, event) VALUES (?,?,?)",
-            [(instance_id, start + i, json.dumps(e)) for i, e in enumerate(events)],
+            [(instance_id, start + i, text) for i, text in enumerate(texts)],
         )
 
     def clear_history(self, instance_id: str) -> None:
