@@ -276,7 +276,7 @@ class DurableEngine:
                     continue  # read again what arrived (or changed) meanwhile
                 paced = False
                 record = self._store.get(instance_id)
-                assert record is not None  # read in this same turn of the event loop
+                assert record is not None, "status() found it and nothing awaited since"
                 started = time.perf_counter()
                 await self._episode(record, self._next_batch(record, inbox))
                 self._replay_s[instance_id] = time.perf_counter() - started
