@@ -725,6 +725,48 @@ def test_local_states_see_another_handles_writes_at_once(tmp_path: Path) -> None
     assert set(ours.get_states(["doc-0011", "doc-0012", "doc-0013"])) == {"doc-0011", "doc-0012"}
 
 
+def test_local_lookups_and_upserts_ask_lancedb_for_no_version_or_schema(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each read of a LanceDB table's version or schema is a round trip through LanceDB's
+    event-loop thread; ingestion makes a lookup and an upsert per image."""
+    local = LocalImageIndex(directory=tmp_path, name="images-v")
+    local.ensure(MODEL)
+    local.upsert([make_doc(0)])
+    local.get_states(["doc-0000"])
+    asked: list[str] = []
+    for name in ("version", "schema"):
+        read = getattr(lancedb.table.LanceTable, name).fget
+
+        def counted(table: Any, read: Any = read, name: str = name) -> Any:
+            asked.append(name)
+            return read(table)
+
+        monkeypatch.setattr(lancedb.table.LanceTable, name, property(counted))
+    for i in range(1, 6):
+        assert local.get_states([f"doc-{i - 1:04d}", f"doc-{i:04d}"]).keys() == {f"doc-{i - 1:04d}"}
+        local.upsert([make_doc(i)])
+    local.merge_metadata([MetadataPatch("doc-0001", "a red kite", "images/metadata.json")])
+    local.delete(["doc-0002"])
+    assert local.get_states(["doc-0001", "doc-0002"]).keys() == {"doc-0001"}
+    assert asked == []
+
+
+def test_local_upsert_checks_against_a_schema_another_handle_changed(tmp_path: Path) -> None:
+    ours = LocalImageIndex(directory=tmp_path, name="images-v")
+    ours.ensure(MODEL)
+    for i in range(6):  # versions past those of the table that replaces it
+        ours.upsert([make_doc(i)])
+    wider = ModelInfo(MODEL.name, MODEL.version, DIMS * 2, False)
+    theirs = LocalImageIndex(directory=tmp_path, name="images-v")  # another process, say
+    theirs.drop()
+    theirs.ensure(wider)
+    with pytest.raises(ImageIndexError, match="holds 32 dimensions"):
+        ours.upsert([make_doc(6)])
+    theirs.upsert([make_doc(7, model=wider)])
+    assert theirs.get_states(["doc-0006", "doc-0007"]).keys() == {"doc-0007"}
+
+
 def test_local_new_ids_appended_while_another_handle_adds_them_are_kept_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -166,6 +166,8 @@ class LocalImageIndex:
         self._quantised_from = quantised_from
         self._writer = GroupCommit(self._apply, gather_s=WRITE_GATHER_S)
         self._known = KnownStates()  # what get_states answers from
+        self._dataset: tuple[Any, Any] | None = None  # (table, its lance dataset): versions
+        self._schema_at: tuple[Any, int, pa.Schema] | None = None  # (table, version, schema)
         # Touched by the group-commit leader only.
         self._writes_since_compaction = 0
         self._compactions = 0
@@ -271,6 +273,34 @@ class LocalImageIndex:
             raise IndexNotFoundError(self._name)
         return table
 
+    def _latest_version(self, table: Any) -> int:
+        """The table's latest version (other handles' and processes' commits included), asked
+        of a lance dataset handle: ~5 us, where each property of the LanceDB table is a round
+        trip through LanceDB's event-loop thread (~0.2 ms alone, and GIL handoffs under load),
+        and ingestion asks for the version and the schema once each per image."""
+        held = self._dataset
+        if held is None or held[0] is not table:
+            held = (table, table.to_lance())
+            self._dataset = held
+        return int(held[1].latest_version)
+
+    def _schema(self, table: Any) -> pa.Schema:
+        """The table's schema, read again only when a version this handle did not write
+        itself came in between (see _followed)."""
+        version = self._latest_version(table)  # first: a change made after it shows next time
+        held = self._schema_at
+        if held is None or held[0] is not table or held[1] != version:
+            held = (table, version, table.schema)
+            self._schema_at = held
+        return held[2]
+
+    def _followed(self, table: Any, version: int) -> None:
+        """This handle's write committed ``version``: if the schema read was of the version
+        before, it holds for this one too (rows written never change the schema)."""
+        held = self._schema_at
+        if held is not None and held[0] is table and held[1] == version - 1:
+            self._schema_at = (table, version, held[2])
+
     def _create_locked(self, model: ModelInfo) -> Any:
         try:
             self._table = self._db.create_table(self._name, schema=schema(model, self._text_model))
@@ -329,7 +359,7 @@ class LocalImageIndex:
     def get_states(self, ids: list[str]) -> dict[str, DocumentState]:
         table = self._require()
         with self._known.lock:
-            return self._known.get(table, dict.fromkeys(ids))
+            return self._known.get(table, dict.fromkeys(ids), self._latest_version(table))
 
     def all_states(self) -> list[DocumentState]:
         table = self._open()
@@ -354,7 +384,7 @@ class LocalImageIndex:
     def upsert(self, documents: list[IndexDocument]) -> None:
         if not documents:
             return
-        schema = self._require().schema  # read once: each read checks the table's version
+        schema = self._schema(self._require())
         self._check_documents(schema, documents)
         rows = document_rows(documents, schema, self._embed(schema, documents))
         self._writer.submit(Op("upsert", rows=rows))
@@ -363,7 +393,7 @@ class LocalImageIndex:
         """Patches for ids that do not exist are ignored (nothing is inserted)."""
         if not patches:
             return
-        schema = self._require().schema
+        schema = self._schema(self._require())
         columns: dict[str, Any] = {
             KEY_FIELD: [p.id for p in patches],
             "description": [p.description for p in patches],
@@ -421,11 +451,13 @@ class LocalImageIndex:
                 strict=True,
             )
             known.patched(result.version, patches)
+            self._followed(table, result.version)
         elif kind == "delete":
             ids = list(dict.fromkeys(i for op in ops for i in op.ids))
             for chunk in chunks(ids, _IN_CHUNK):
                 deleted = table.delete(f"{KEY_FIELD} IN ({sql_list(chunk)})")
                 known.deleted(deleted.version, chunk)
+                self._followed(table, deleted.version)
         if kind == "optimize":
             self._compact(table, fold_text_index=True)
             return
@@ -440,7 +472,7 @@ class LocalImageIndex:
         written since the last compaction. A group with any id held is merged."""
         known = self._known
         ids = rows.column(KEY_FIELD).to_pylist()
-        if known.get(table, ids):
+        if known.get(table, ids, self._latest_version(table)):
             result = (
                 table.merge_insert(KEY_FIELD)
                 .when_matched_update_all()
@@ -455,6 +487,7 @@ class LocalImageIndex:
                 # these ids too. This write is the later one, so its rows are the ones kept.
                 self._keep_last_rows(table, rows)
         known.written(result.version, rows)
+        self._followed(table, result.version)
 
     def _keep_last_rows(self, table: Any, rows: pa.Table) -> None:
         """Ids of ``rows`` held more than once: their rows are replaced by those of ``rows``."""
@@ -551,12 +584,13 @@ class LocalImageIndex:
                 "ranking needs Azure AI Search); omit semantic_configuration"
             )
         table = self._require()
-        strings = string_fields(table.schema)
+        schema = self._schema(table)
+        strings = string_fields(schema)
         condition = odata.parse(filter, strings) if filter else None
         if top <= 0 or not text.strip():
             return []
         content = list(fields.content_fields)
-        check_mapped_fields(table.schema, fields, strings)
+        check_mapped_fields(schema, fields, strings)
         self._ensure_fts(table, content)
         wanted = [KEY_FIELD, *content]
         wanted += [f for f in (fields.title_field, fields.url_field, fields.filepath_field) if f]
@@ -577,7 +611,7 @@ class LocalImageIndex:
         """Cosine of the text's embedding against the description vectors; None when this
         handle has no embedder or the index was made without the field."""
         table = self._require()
-        if self._embedder is None or DESCRIPTION_VECTOR_FIELD not in table.schema.names:
+        if self._embedder is None or DESCRIPTION_VECTOR_FIELD not in self._schema(table).names:
             return None
         if top <= 0 or not text.strip():
             return []
@@ -586,11 +620,11 @@ class LocalImageIndex:
         return self.vector_search(vector, top=top, fields=mapping, filter=filter)
 
     def _cache(self, table: Any, field_name: str) -> VectorCache:
-        version = table.version  # read before scanning: a later commit triggers a new refresh
+        version = self._latest_version(table)  # before scanning: a later commit refreshes
         cache = self._caches.get(field_name)
         if cache is not None and cache.version == version:
             return cache
-        schema = table.schema
+        schema = self._schema(table)
         dims = vector_dims(schema, field_name)
         if dims is None:
             raise FieldMappingError(

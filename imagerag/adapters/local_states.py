@@ -40,8 +40,9 @@ class KnownStates:
         """The table version the map holds (that of the last get, or of a write it followed)."""
         return self._version
 
-    def get(self, table: Any, ids: Iterable[str]) -> dict[str, DocumentState]:
-        version = int(table.version)  # read first: a later write makes the next get read again
+    def get(self, table: Any, ids: Iterable[str], version: int) -> dict[str, DocumentState]:
+        """``version``: the table's latest, read before this call (so that a write made after
+        it makes the next get read again)."""
         if version != self._version:
             self._read(table, version)
         found: dict[str, DocumentState] = {}
