@@ -189,6 +189,7 @@ class LocalImageIndex:
             self._check_model(table, model)
             self._ensure_key_index(table)
             self._ensure_fts(table, [TEXT_FIELD])
+            self._latest_version(table)  # opens the dataset handle (and imports lance) now
             self._ensured = model
 
     def model(self) -> ModelInfo | None:
